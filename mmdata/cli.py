@@ -1,0 +1,298 @@
+"""The ``mmdata`` command line. Every verb has ``--help`` with an example.
+
+Errors never show a traceback: each :class:`~mmdata.errors.MmdataError` subclass maps to a
+message and an exit code (README, "Exit codes"). ``MMDATA_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mmdata._version import __version__
+from mmdata.console import err_console, out_console, print_json, progress_bar
+from mmdata.errors import ConfigError, MmdataError, UsageError
+
+app = typer.Typer(
+    name="mmdata",
+    help="Turn raw factory logs into time-aligned, anonymized multimodal datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (no progress).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON result on stdout.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"mmdata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """mmdata: camera, audio, sensor and notes logs → multimodal instruction-tuning data.
+
+    Example: [bold]mmdata demo[/bold]
+    """
+
+
+@app.command(epilog="Example: mmdata synth --out data/factory --assets 3 --minutes 10 --seed 0")
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the factory into.")],
+    assets: Annotated[int, typer.Option(help="Number of assets (stations).")] = 3,
+    minutes: Annotated[float, typer.Option(help="Minutes of data per asset.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    camera: Annotated[str, typer.Option(help="Camera output: jpeg frames or mp4.")] = "jpeg",
+    sensor_format: Annotated[
+        str, typer.Option(help="Accelerometer files: parquet, csv, or mixed (by asset).")
+    ] = "mixed",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing synthetic factory in --out.")
+    ] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Generate the synthetic inspection line: camera, accelerometer, microphone, notes.
+
+    Writes files as real devices would (own clocks with offset and drift, sync events,
+    faults visible in one modality each) plus ground_truth.json.
+    """
+    from mmdata.synth import SynthConfig, generate_factory
+
+    cfg = _validated(
+        SynthConfig,
+        "synth options",
+        {"assets": assets, "minutes": minutes, "seed": seed, "camera": camera,
+         "sensor_format": sensor_format, "workers": workers},
+    )  # fmt: skip
+    _prepare_out(out, overwrite)
+    with progress_bar(quiet or as_json) as progress:
+        summary = generate_factory(cfg, out, progress=progress)
+    if as_json:
+        print_json(summary.model_dump(mode="json"))
+    elif not quiet:
+        err_console.print(
+            f"[green]wrote[/green] {sum(summary.files.values())} files "
+            f"({summary.bytes_written / 1e6:.1f} MB) to {out} in {summary.elapsed_ns / 1e9:.1f} s"
+        )
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / "ground_truth.json").exists():
+        raise UsageError(
+            f"--out {str(out)!r} is not empty and is not a synthetic factory",
+            hint="give a new or empty folder",
+        )
+    if not overwrite:
+        raise UsageError(
+            f"--out {str(out)!r} already holds a synthetic factory",
+            hint="pass --overwrite to replace it, or give another folder",
+        )
+    shutil.rmtree(out)
+
+
+@app.command(epilog="Example: mmdata demo --run-dir runs/demo")
+def demo(
+    run_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
+    assets: Annotated[int, typer.Option(help="Assets in the synthetic factory.")] = 3,
+    minutes: Annotated[float, typer.Option(help="Minutes per asset.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic factory.")] = 0,
+    force: Annotated[bool, typer.Option(help="Re-run stages even when unchanged.")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run the pipeline on the bundled synthetic factory and summarise what it wrote.
+
+    Stages whose inputs and config are unchanged are skipped on a re-run.
+    """
+    from mmdata.demo import DemoConfig, run_demo
+
+    cfg = _validated(
+        DemoConfig,
+        "demo options",
+        {"run_dir": run_dir, "assets": assets, "minutes": minutes, "seed": seed, "force": force},
+    )
+    with progress_bar(quiet or as_json) as progress:
+        summary = run_demo(cfg, progress=progress)
+    if as_json:
+        print_json(summary)
+        return
+    if quiet:
+        return
+    table = Table(title="stages", show_edge=False)
+    for col in ("stage", "status", "in", "out", "quarantined", "seconds"):
+        table.add_column(col)
+    for s in summary["stages"]:
+        c = s["counts"]
+        status = "skipped (unchanged)" if s["skipped"] else "ran"
+        table.add_row(
+            s["stage"], status, str(c["in"]), str(c["out"]), str(c["quarantined"]),
+            f"{s['elapsed_s']:.1f}",
+        )  # fmt: skip
+    err_console.print(table)
+    f = summary["factory"]
+    err_console.print(
+        f"factory: {len(f['assets'])} assets, {f['devices']} devices, {f['files']} files, "
+        f"{f['megabytes']} MB; {f['sync_events']} sync events; faults {f['fault_intervals']}; "
+        f"{f['notes']} notes with {f['pii_spans']} PII spans"
+    )
+    err_console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
+
+
+@app.command(epilog="Example: mmdata validate pipeline.yaml")
+def validate(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML to check.")],
+    as_json: AsJson = False,
+) -> None:
+    """Check a pipeline config: fields, types, cross-references and connectors."""
+    from mmdata.validate import validate_pipeline
+
+    try:
+        cfg = validate_pipeline(config)
+    except ConfigError as err:
+        if as_json:
+            problems = [{"field": f, "value": v, "allowed": a} for f, v, a in err.problems]
+            print_json({"valid": False, "file": str(config), "problems": problems})
+            raise typer.Exit(err.exit_code) from None
+        raise
+    devices = cfg.devices()
+    if as_json:
+        print_json({"valid": True, "file": str(config), "assets": list(cfg.assets),
+                    "devices": devices, "engine": cfg.engine})  # fmt: skip
+        return
+    err_console.print(
+        f"[green]valid[/green]: {config} — {len(cfg.assets)} assets, {len(devices)} devices, "
+        f"engine {cfg.engine}"
+    )
+
+
+@app.command(epilog="Example: mmdata schema pipeline > pipeline.v1.json")
+def schema(
+    name: Annotated[str | None, typer.Argument(help="pipeline, quarantine or manifest.")] = None,
+    write: Annotated[
+        Path | None, typer.Option(help="Write every schema file into this folder.")
+    ] = None,
+) -> None:
+    """Print a JSON Schema, or regenerate all schema files with --write."""
+    from mmdata import schemas
+
+    if write is not None:
+        for path in schemas.write_all(write):
+            err_console.print(f"wrote {path}")
+        return
+    if name is None:
+        raise UsageError(
+            "give a schema name or --write DIR", hint=f"names: {', '.join(sorted(schemas.SCHEMAS))}"
+        )
+    sys.stdout.write(schemas.render(name))
+
+
+@app.command(epilog="Example: mmdata bench synth --scale 0.5 --json")
+def bench(
+    workloads: Annotated[
+        list[str] | None, typer.Argument(help="Workloads to run (default: all).")
+    ] = None,
+    scale: Annotated[float, typer.Option(help="Multiply each workload's data size.")] = 1.0,
+    repeat: Annotated[int, typer.Option(help="Runs per side; the best counts.")] = 1,
+    list_: Annotated[bool, typer.Option("--list", help="List workloads and exit.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Time mmdata against a baseline measured in the same run; print figures and ratios."""
+    from mmdata.bench import WORKLOADS, BenchOptions, run_workloads
+
+    if list_:
+        for w in WORKLOADS.values():
+            out_console.print(f"{w.name:<12} {w.description}")
+        return
+    options = _validated(BenchOptions, "bench options", {"scale": scale, "repeat": repeat})
+    if not as_json:
+        err_console.print("[dim]running workloads…[/dim]")
+    results = run_workloads(list(workloads or []), options)
+    if as_json:
+        print_json([r.to_json() for r in results])
+        return
+    table = Table(show_edge=False)
+    for col in ("workload", "metric", "mmdata", "baseline", "ratio", "baseline is"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r.workload, f"{r.metric} ({r.unit})", f"{r.mmdata:,.1f}", f"{r.baseline:,.1f}",
+            f"{r.ratio:.2f}x", r.baseline_name,
+        )  # fmt: skip
+    out_console.print(table)
+
+
+def _validated(model: Any, what: str, values: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from mmdata.config import validation_problems
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        first, *rest = validation_problems(err)
+        raise ConfigError(what, *first, more=rest) from None
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mmdata`` script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("MMDATA_DEBUG") == "1"
+    try:
+        rc = app(args=args, prog_name="mmdata", standalone_mode=False)
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except MmdataError as err:
+        if debug:
+            raise
+        _report(err.__class__.__name__, str(err), err.exit_code, _wants_json(args))
+        return err.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        return 130
+    except Exception as err:  # click's own usage errors and truly unexpected failures
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        if debug:
+            raise
+        _report(
+            "InternalError",
+            f"{type(err).__name__}: {err}\n  (a bug in mmdata; MMDATA_DEBUG=1 shows the traceback)",
+            1,
+            _wants_json(args),
+        )
+        return 1
+    return rc if isinstance(rc, int) else 0
+
+
+def _report(kind: str, message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        print_json({"error": {"class": kind, "message": message, "exit_code": code}})
+    else:
+        err_console.print(f"[red]error[/red] ({kind}): {escape(message)}", soft_wrap=True)

@@ -1,0 +1,390 @@
+"""The pipeline config: typed pydantic v2 models, YAML loading, and clear error messages.
+
+``schemas/pipeline.v1.json`` is generated from :class:`PipelineConfig` (``mmdata schema
+pipeline``); a test fails when the checked-in file is stale. Durations are integer
+milliseconds (``*_ms``); the pipeline converts them to int64 ns.
+
+>>> cfg = PipelineConfig.model_validate({
+...     "run_dir": "runs/demo",
+...     "assets": {"press-1": {"sources": [
+...         {"connector": "sensor", "path": "data/vib/*.parquet", "device": "acc-press-1"}]}},
+... })
+>>> cfg.align.window.mode, cfg.engine
+('tumbling', 'local')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmdata.errors import ConfigError, ConfigFileError
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    """Base for config sections: unknown keys are errors (typos must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(BaseModel):
+    """One raw source of an asset, read by a connector.
+
+    Connector-specific options sit next to ``connector``/``path``/``device`` and are checked
+    by that connector's own options model when the pipeline is validated.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    connector: str = Field(
+        description="Connector name from the `mmdata.connectors` entry-point group, e.g. camera."
+    )
+    path: str = Field(description="Local path, glob, or fsspec URL (s3://...) of the raw files.")
+    device: str | None = Field(
+        None, description="Device id whose clock stamped this source; defaults to the connector."
+    )
+
+
+class AssetConfig(_Strict):
+    """A machine or station on the line, with the sources that observe it."""
+
+    sources: list[SourceConfig] = Field(min_length=1, description="Raw sources of this asset.")
+    line: str | None = Field(None, description="Production line, used for splits and reports.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Free-form labels.")
+
+
+class RayConfig(_Strict):
+    """Where the Ray engine connects."""
+
+    address: str = Field("auto", description="'auto', 'local', or ray://head:10001.")
+
+
+class ClockConstant(_Strict):
+    """A configured clock correction for a device (evidence source 'config')."""
+
+    offset_ms: int = Field(0, description="Reference minus device time, milliseconds.")
+    drift_ppm: float = Field(0.0, ge=-10_000, le=10_000, description="Clock rate error, ppm.")
+
+
+class SyncConfig(_Strict):
+    """Clock synchronisation: how each device's clock is mapped to reference time."""
+
+    reference: str | None = Field(
+        None, description="Device id whose clock is the reference; none: the first source."
+    )
+    evidence: list[Literal["events", "ntp_log", "config"]] = Field(
+        default_factory=lambda: ["events", "ntp_log", "config"],
+        description="Evidence sources, in order of preference.",
+    )
+    tolerance_ms: int = Field(5, gt=0, description="Windows with a larger error bound are flagged.")
+    constants: dict[str, ClockConstant] = Field(
+        default_factory=dict, description="Per-device constants (evidence 'config')."
+    )
+
+
+class WindowConfig(_Strict):
+    """How time is cut into windows (one record each)."""
+
+    mode: Literal["tumbling", "sliding", "event"] = Field("tumbling", description="Window kind.")
+    length_ms: int = Field(2000, gt=0, description="Window length (tumbling, sliding).")
+    hop_ms: int | None = Field(None, gt=0, description="Hop between sliding windows.")
+    on: Literal["labels", "notes", "frames"] | None = Field(
+        None, description="Event-anchored windows: what anchors them."
+    )
+    pre_ms: int = Field(1000, ge=0, description="Event windows: margin before the event.")
+    post_ms: int = Field(1000, ge=0, description="Event windows: margin after the event.")
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> WindowConfig:
+        if self.mode == "sliding" and self.hop_ms is None:
+            raise ValueError("a hop_ms for sliding windows")
+        if self.mode == "event" and self.on is None:
+            raise ValueError("an `on` (labels | notes | frames) for event windows")
+        return self
+
+
+class SparseConfig(_Strict):
+    """How a sparse modality (frames, notes) is attached to a window by as-of join."""
+
+    direction: Literal["backward", "forward", "nearest"] = Field(
+        "backward", description="Which neighbour in time to take."
+    )
+    tolerance_ms: int = Field(600, ge=0, description="Maximum staleness accepted.")
+
+
+class AlignConfig(_Strict):
+    """The aligner: windows and how modalities attach to them."""
+
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    sparse: dict[Literal["image", "text"], SparseConfig] = Field(
+        default_factory=dict, description="Per sparse modality join rule."
+    )
+    max_gap_ms: int = Field(2000, gt=0, description="A longer gap starts a new segment.")
+    keep_empty: bool = Field(False, description="Keep windows with no data at all.")
+
+
+class AllowConfig(_Strict):
+    """Vocabulary that is never PII (asset names, machine codes, serials)."""
+
+    assets: list[str] = Field(default_factory=list, description="Names or globs (CNC-*).")
+    patterns: list[str] = Field(default_factory=list, description="Regexes of allowed tokens.")
+
+
+class ImageScrubConfig(_Strict):
+    """PII in camera frames."""
+
+    faces: Literal["blur", "box", "off"] = Field("blur", description="What to do with faces.")
+    ocr: list[str] = Field(
+        default_factory=lambda: ["eng", "jpn"], description="Tesseract languages."
+    )
+
+
+class AudioScrubConfig(_Strict):
+    """PII in audio."""
+
+    transcripts: Literal["sidecar", "field", "none"] = Field(
+        "sidecar", description="Where word-timed transcripts come from."
+    )
+    untranscribed_speech: Literal["flag", "drop"] = Field(
+        "flag", description="Speech without a transcript: flag pii_unchecked, or drop the record."
+    )
+
+
+PiiOperator = Literal["placeholder", "pseudonym", "mask", "redact", "keep"]
+
+
+class ScrubConfig(_Strict):
+    """The PII scrubber."""
+
+    languages: list[Literal["en", "ja"]] = Field(default_factory=lambda: ["en", "ja"])
+    entities: dict[str, PiiOperator] = Field(
+        default_factory=lambda: {"PERSON": "pseudonym", "EMAIL_ADDRESS": "placeholder"},
+        description="Operator per entity type.",
+    )
+    key_env: str = Field("MMDATA_PII_KEY", description="Env var holding the HMAC key.")
+    key_file: str | None = Field(None, description="File holding the HMAC key (instead of env).")
+    allow: AllowConfig = Field(default_factory=AllowConfig)
+    image: ImageScrubConfig = Field(default_factory=ImageScrubConfig)
+    audio: AudioScrubConfig = Field(default_factory=AudioScrubConfig)
+
+
+class SplitConfig(_Strict):
+    """Leakage-free train/validation/test splits."""
+
+    by: Literal["asset", "line", "shift", "time"] = Field("time", description="Grouping unit.")
+    test: list[str] = Field(default_factory=list, description="Groups held out for test.")
+    fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="train/validation/test when groups are not named."
+    )
+    gap_ms: int = Field(0, ge=0, description="Guard gap between time-split periods.")
+    stratify: bool = Field(False, description="Stratify by label.")
+
+
+class BuildConfig(_Strict):
+    """Instruction-tuning dataset builder."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["defect_class", "describe"])
+    formats: list[Literal["llava", "llama_factory", "messages"]] = Field(
+        default_factory=lambda: ["messages"]
+    )
+    sensors_as: Literal["spectrogram_image", "waveform_image", "text_summary", "tensor"] = Field(
+        "text_summary", description="How sensor windows reach a language model."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class EncoderConfig(_Strict):
+    """One modality's encoder in the feature cache."""
+
+    encoder: str = Field(description="Built-in encoder name or a local model path.")
+    batch_size: int = Field(64, gt=0)
+
+
+class FeaturesConfig(_Strict):
+    """Feature cache: encoders per modality."""
+
+    image: EncoderConfig | None = None
+    audio: EncoderConfig | None = None
+    sensor: EncoderConfig | None = None
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where encoders run.")
+
+
+class LoraConfig(_Strict):
+    """LoRA adapter settings."""
+
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+
+
+class TrainConfig(_Strict):
+    """The bundled reference trainer."""
+
+    base_model: str | None = Field(None, description="null: the small built-in model; or a path.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    epochs: int = Field(3, gt=0)
+    seed: int = 0
+
+
+class PipelineConfig(_Strict):
+    """A whole pipeline: where the data is, and how each stage treats it."""
+
+    version: Literal[1] = Field(1, description="Config format version.")
+    run_dir: str = Field(description="Run directory (local path or fsspec URL).")
+    engine: Literal["local", "ray"] = Field("local", description="Execution engine.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    assets: dict[str, AssetConfig] = Field(min_length=1, description="Assets by id.")
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> PipelineConfig:
+        devices = self.devices()
+        if self.sync.reference is not None and self.sync.reference not in devices:
+            raise _CrossRefError("sync.reference", self.sync.reference, _one_of(devices))
+        for name in self.sync.constants:
+            if name not in devices:
+                raise _CrossRefError(f"sync.constants.{name}", name, _one_of(devices))
+        if self.build.split.by == "asset":
+            for i, asset in enumerate(self.build.split.test):
+                if asset not in self.assets:
+                    raise _CrossRefError(f"build.split.test.{i}", asset, _one_of(self.assets))
+        return self
+
+    def devices(self) -> list[str]:
+        """Device ids in declaration order (a source without ``device`` uses its connector)."""
+        seen: dict[str, None] = {}
+        for asset in self.assets.values():
+            for src in asset.sources:
+                seen.setdefault(src.device or src.connector, None)
+        return list(seen)
+
+
+class _CrossRefError(ValueError):
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}: {value!r}; expected {allowed}")
+
+
+def _one_of(names: Any) -> str:
+    items = list(names)
+    if not items:
+        return "a declared name (none are declared)"
+    return "one of " + ", ".join(repr(n) for n in items)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent override is a classic config bug)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in mapping:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        mapping[key] = loader.construct_object(value_node)  # type: ignore[no-untyped-call]
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML (or JSON) file safely; raise :class:`ConfigFileError` with line/column.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.yaml"
+    >>> _ = p.write_text("a: 1\\n")
+    >>> read_yaml(p)
+    {'a': 1}
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigFileError(f"{p}: no such file", hint="check the path") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigFileError(f"{p}: cannot read: {err}") from err
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigFileError(
+            f"{p}: not valid YAML{where}: {problem}", hint="fix the syntax at that position"
+        ) from err
+
+
+def validation_problems(err: ValidationError) -> list[tuple[str, Any, str]]:
+    """Turn a pydantic ValidationError into ``(field_path, bad_value, allowed)`` triples."""
+    problems: list[tuple[str, Any, str]] = []
+    for e in err.errors():
+        ctx_err = (e.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _CrossRefError):
+            problems.append((ctx_err.field, ctx_err.value, ctx_err.allowed))
+            continue
+        path = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = "no such field (check the spelling; see `mmdata schema pipeline`)"
+        elif e["type"] == "missing":
+            allowed = "a value (this field is required)"
+        else:
+            allowed = msg.removeprefix("Input should be ").removeprefix("Value error, ")
+        value = e.get("input")
+        if e["type"] == "missing":
+            value = None
+        problems.append((path, value, allowed))
+    return problems
+
+
+def load_pipeline_config(path: Path | str) -> PipelineConfig:
+    """Read and validate a pipeline YAML. Bad input raises one :class:`ConfigError`.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "pipeline.yaml"
+    >>> _ = p.write_text("run_dir: r\\nengine: spark\\nassets: {a: {sources: []}}\\n")
+    >>> try:
+    ...     load_pipeline_config(p)
+    ... except ConfigError as err:
+    ...     print([f for f, _, _ in err.problems])
+    ['engine', 'assets.a.sources']
+    """
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "(top level)", data, "a mapping of config sections")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        problems = validation_problems(err)
+        first, *rest = problems
+        raise ConfigError(str(path), *first, more=rest) from None
+
+
+def config_hash(config: BaseModel | dict[str, Any]) -> str:
+    """A stable sha256 of a config (canonical JSON of its validated form).
+
+    >>> config_hash({"b": 1, "a": 2}) == config_hash({"a": 2, "b": 1})
+    True
+    """
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()

@@ -1,0 +1,66 @@
+"""The project itself: two commands, pinned installs, CI entry point, lint-clean code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from importlib.metadata import distributions
+
+import pytest
+
+from .conftest import ROOT, VENV_BIN
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_every_installed_distribution_is_pinned_at_its_installed_version():
+    pins = _pins()
+    skip = {"mmdata-toolkit", "pip", "setuptools", "wheel"}
+    for dist in distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if name in skip:
+            continue
+        assert name in pins, f"{name} is installed but not pinned in requirements/constraints.txt"
+        assert pins[name] == dist.version, f"{name}: installed {dist.version}, pinned {pins[name]}"
+
+
+def test_ci_runs_make_test_and_readme_shows_the_two_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:20])
+    assert "make demo" in first_screen and "make test" in first_screen
+
+
+def test_layout_as_designed():
+    for path in ["pyproject.toml", "README.md", "mmdata", "schemas", "connectors", "tests",
+                 "notebooks", "Makefile", "requirements/constraints.txt"]:  # fmt: skip
+        assert (ROOT / path).exists(), path
+
+
+def test_no_pickle_anywhere():
+    hits = subprocess.run(
+        ["git", "grep", "-nE", r"import (c)?pickle|from (c)?pickle|torch\.load\(", "--",
+         "mmdata", "connectors"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert hits.stdout == ""
+
+
+@pytest.mark.slow
+def test_ruff_and_mypy_are_clean():
+    ruff = subprocess.run([VENV_BIN / "ruff", "check", "."], cwd=ROOT, capture_output=True,
+                          text=True)  # fmt: skip
+    assert ruff.returncode == 0, ruff.stdout
+    fmt = subprocess.run([VENV_BIN / "ruff", "format", "--check", "."], cwd=ROOT,
+                         capture_output=True, text=True)  # fmt: skip
+    assert fmt.returncode == 0, fmt.stdout
+    mypy = subprocess.run([VENV_BIN / "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert mypy.returncode == 0, mypy.stdout
