@@ -274,11 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("[yellow]interrupted[/yellow]")
         return 130
     except Exception as err:  # click's own usage errors and truly unexpected failures
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
+        if isinstance(err, typer.TyperException) and hasattr(err, "show"):
+            err.show()  # typer's vendored click usage errors (bad option, missing argument)
+            return int(getattr(err, "exit_code", 2))
         if debug:
             raise
         _report(

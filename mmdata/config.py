@@ -73,14 +73,18 @@ class ClockConstant(_Strict):
     drift_ppm: float = Field(0.0, ge=-10_000, le=10_000, description="Clock rate error, ppm.")
 
 
+Evidence = Literal["events", "ntp_log", "config"]
+_DEFAULT_EVIDENCE: tuple[Evidence, ...] = ("events", "ntp_log", "config")
+
+
 class SyncConfig(_Strict):
     """Clock synchronisation: how each device's clock is mapped to reference time."""
 
     reference: str | None = Field(
         None, description="Device id whose clock is the reference; none: the first source."
     )
-    evidence: list[Literal["events", "ntp_log", "config"]] = Field(
-        default_factory=lambda: ["events", "ntp_log", "config"],
+    evidence: list[Evidence] = Field(
+        default_factory=lambda: list(_DEFAULT_EVIDENCE),
         description="Evidence sources, in order of preference.",
     )
     tolerance_ms: int = Field(5, gt=0, description="Windows with a larger error bound are flagged.")
@@ -158,14 +162,17 @@ class AudioScrubConfig(_Strict):
 
 
 PiiOperator = Literal["placeholder", "pseudonym", "mask", "redact", "keep"]
+Language = Literal["en", "ja"]
+_DEFAULT_LANGUAGES: tuple[Language, ...] = ("en", "ja")
+_DEFAULT_ENTITIES: dict[str, PiiOperator] = {"PERSON": "pseudonym", "EMAIL_ADDRESS": "placeholder"}
 
 
 class ScrubConfig(_Strict):
     """The PII scrubber."""
 
-    languages: list[Literal["en", "ja"]] = Field(default_factory=lambda: ["en", "ja"])
+    languages: list[Language] = Field(default_factory=lambda: list(_DEFAULT_LANGUAGES))
     entities: dict[str, PiiOperator] = Field(
-        default_factory=lambda: {"PERSON": "pseudonym", "EMAIL_ADDRESS": "placeholder"},
+        default_factory=lambda: dict(_DEFAULT_ENTITIES),
         description="Operator per entity type.",
     )
     key_env: str = Field("MMDATA_PII_KEY", description="Env var holding the HMAC key.")
@@ -187,13 +194,15 @@ class SplitConfig(_Strict):
     stratify: bool = Field(False, description="Stratify by label.")
 
 
+DatasetFormat = Literal["llava", "llama_factory", "messages"]
+_DEFAULT_FORMATS: tuple[DatasetFormat, ...] = ("messages",)
+
+
 class BuildConfig(_Strict):
     """Instruction-tuning dataset builder."""
 
     tasks: list[str] = Field(default_factory=lambda: ["defect_class", "describe"])
-    formats: list[Literal["llava", "llama_factory", "messages"]] = Field(
-        default_factory=lambda: ["messages"]
-    )
+    formats: list[DatasetFormat] = Field(default_factory=lambda: list(_DEFAULT_FORMATS))
     sensors_as: Literal["spectrogram_image", "waveform_image", "text_summary", "tensor"] = Field(
         "text_summary", description="How sensor windows reach a language model."
     )
@@ -290,19 +299,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in mapping:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
             )
-        mapping[key] = loader.construct_object(value_node)  # type: ignore[no-untyped-call]
+        mapping[key] = loader.construct_object(value_node)
     return mapping
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 

@@ -54,8 +54,7 @@ class ConfigError(MmdataError):
         self.source = source
         self.problems: list[tuple[str, Any, str]] = [(field, value, allowed), *more]
         lines = [
-            f"{source}: {f} = {_quote(v)} is not allowed; expected {a}"
-            for f, v, a in self.problems
+            f"{source}: {f} = {_quote(v)} is not allowed; expected {a}" for f, v, a in self.problems
         ]
         super().__init__("\n".join(lines))
 

@@ -14,7 +14,7 @@ the same items writes the same file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmdata import atomic
 
-QUARANTINE_SCHEMA_VERSION = "mmdata.quarantine/1"
+QUARANTINE_SCHEMA_VERSION: Final = "mmdata.quarantine/1"
 _MAX_MESSAGE = 2000
 
 

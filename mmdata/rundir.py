@@ -25,7 +25,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal
+from typing import IO, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +34,7 @@ from mmdata._version import __version__
 from mmdata.errors import RunDirError
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA_VERSION = "mmdata.manifest/1"
+MANIFEST_SCHEMA_VERSION: Final = "mmdata.manifest/1"
 
 #: Distributions whose versions every manifest records (missing ones are skipped).
 _TRACKED_PACKAGES = (

@@ -74,8 +74,12 @@ def ns_to_iso(ns: int, tz: dt.tzinfo = dt.UTC) -> str:
     """
     d = ns_to_datetime(ns, tz)
     frac = int(ns) % NS_PER_S
-    return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}" + d.strftime("%z")[:3] + ":" + (
-        d.strftime("%z")[3:]
+    return (
+        d.strftime("%Y-%m-%dT%H:%M:%S")
+        + f".{frac:09d}"
+        + d.strftime("%z")[:3]
+        + ":"
+        + (d.strftime("%z")[3:])
     )
 
 

@@ -159,5 +159,7 @@ def toy_free_pipeline(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(site))
     p = tmp_path / "ok.yaml"
-    p.write_text("run_dir: r\nassets:\n  a:\n    sources: [{connector: vib, path: x, device: acc-1}]\n")
+    p.write_text(
+        "run_dir: r\nassets:\n  a:\n    sources: [{connector: vib, path: x, device: acc-1}]\n"
+    )
     return p

@@ -7,9 +7,14 @@ from mmdata import errors
 
 
 def test_every_error_derives_from_the_root_and_has_a_distinct_exit_code():
-    classes = [
-        errors.UsageError, errors.ConfigError, errors.InputDataError, errors.RunDirError,
-        errors.StageError, errors.DependencyError, errors.ConnectorError,
+    classes: list[type[errors.MmdataError]] = [
+        errors.UsageError,
+        errors.ConfigError,
+        errors.InputDataError,
+        errors.RunDirError,
+        errors.StageError,
+        errors.DependencyError,
+        errors.ConnectorError,
     ]
     assert all(issubclass(c, errors.MmdataError) for c in classes)
     codes = [c.exit_code for c in classes]

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +22,7 @@ from mmdata.runner import StageContext, StageSpec, run_stage
 from .conftest import ROOT
 
 
-def numbers_stage(n: int, bad: set[int] = frozenset()):
+def numbers_stage(n: int, bad: frozenset[int] | set[int] = frozenset()):
     """A stage that writes one file per good item and quarantines the bad ones."""
 
     def fn(ctx: StageContext) -> StageCounts:

@@ -115,6 +115,9 @@ class RecordingSpan:
     ``device_start_ns`` is a whole millisecond at or before the device time of the reference
     start; ``device_end_ns`` (exclusive) is at least 1 ms past the device time of the
     reference end.
+
+    >>> RecordingSpan(0, 2_000_000_000).sample_count(2)
+    4
     """
 
     device_start_ns: int
@@ -130,17 +133,22 @@ class RecordingSpan:
         return -(-(span * rate_num) // (NS_PER_S * rate_den))
 
 
-def recording_span(model: ClockModel, start_ns: int, end_ns: int) -> RecordingSpan:
+def recording_span(
+    model: ClockModel, start_ns: int, end_ns: int, granularity_ns: int = NS_PER_MS
+) -> RecordingSpan:
     """Device-clock span covering the reference span [start_ns, end_ns).
+
+    The device start is a whole multiple of ``granularity_ns`` (1 ms; 1 s for MP4 cameras,
+    whose ``creation_time`` has whole seconds).
 
     >>> m = ClockModel(offset_ns=1_234_567, drift_ppm=0.0, origin_ns=0)
     >>> recording_span(m, 10_000_000_000, 20_000_000_000)
-    RecordingSpan(device_start_ns=9998000000, device_end_ns=19999000000)
+    RecordingSpan(device_start_ns=9998000000, device_end_ns=20000000000)
     """
     first = int(model.to_device(start_ns)) - 1
-    dev_start = (first // NS_PER_MS) * NS_PER_MS
+    dev_start = (first // granularity_ns) * granularity_ns
     while int(model.to_reference(dev_start)) > start_ns:  # rounding guard
-        dev_start -= NS_PER_MS
+        dev_start -= granularity_ns
     last = int(model.to_device(end_ns))
     dev_end = (-(-last // NS_PER_MS) + 1) * NS_PER_MS
     return RecordingSpan(dev_start, dev_end)
@@ -186,7 +194,11 @@ def sync_schedule(config: SynthConfig) -> list[int]:
 
 @dataclass(frozen=True)
 class FaultInterval:
-    """One fault on one asset, in reference time [start_ns, end_ns)."""
+    """One fault on one asset, in reference time [start_ns, end_ns).
+
+    >>> FaultInterval("loose_part_rattle", 0, 30_000_000_000).end_ns
+    30000000000
+    """
 
     fault_class: str
     start_ns: int
@@ -248,20 +260,6 @@ def label_at(faults: list[FaultInterval], ref_ns: np.ndarray) -> np.ndarray:
     return out
 
 
-def fault_mask(faults: list[FaultInterval], fault_class: str, ref_ns: np.ndarray) -> np.ndarray:
-    """Boolean mask: reference times inside an interval of ``fault_class``.
-
-    >>> fault_mask([FaultInterval("bearing_wear", 10, 20)], "bearing_wear",
-    ...            np.array([9, 10, 20])).tolist()
-    [False, True, False]
-    """
-    mask = np.zeros(ref_ns.shape, dtype=bool)
-    for f in faults:
-        if f.fault_class == fault_class:
-            mask |= (ref_ns >= f.start_ns) & (ref_ns < f.end_ns)
-    return mask
-
-
 # -- time formatting ------------------------------------------------------------------
 
 
@@ -287,7 +285,7 @@ def iso_utc_ns(ns: int) -> str:
 def iso_plant_ms(ns: int) -> str:
     """Plant local time (+09:00) ISO-8601 with milliseconds, as the MES writes it.
 
-    >>> iso_plant_ms(1772384523120000000)
+    >>> iso_plant_ms(1772352123120000000)
     '2026-03-01T17:02:03.120+09:00'
     """
     d = ns_to_datetime(ns, PLANT_TZ)

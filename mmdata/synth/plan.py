@@ -62,7 +62,11 @@ BADGE_NAMES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class NamePass:
-    """An operator walking slowly past the camera, wearing a name badge (reference time)."""
+    """An operator walking slowly past the camera, wearing a name badge (reference time).
+
+    >>> NamePass(0, 2_000_000_000, "J. SMITH", 0.5, 0.03).name
+    'J. SMITH'
+    """
 
     start_ns: int
     end_ns: int
@@ -73,7 +77,12 @@ class NamePass:
 
 @dataclass(frozen=True)
 class Device:
-    """One recording device of an asset."""
+    """One recording device of an asset.
+
+    >>> from mmdata.synth.config import SynthConfig
+    >>> build_plan(SynthConfig(minutes=1)).assets[0].devices["microphone"].device
+    'mic-press-1'
+    """
 
     device: str
     kind: str
@@ -86,6 +95,11 @@ class AssetPlan:
     """Everything decided for one asset.
 
     Impulse-train arrays hold reference times in int64 ns.
+
+    >>> from mmdata.synth.config import SynthConfig
+    >>> a = build_plan(SynthConfig(minutes=10)).assets[0]
+    >>> a.bearing_ns.dtype.name, a.sensor_format
+    ('int64', 'parquet')
     """
 
     index: int
@@ -108,7 +122,12 @@ class AssetPlan:
 
 @dataclass(frozen=True)
 class FactoryPlan:
-    """The whole line: config, reference span, sync events and the assets."""
+    """The whole line: config, reference span, sync events and the assets.
+
+    >>> from mmdata.synth.config import SynthConfig
+    >>> build_plan(SynthConfig(minutes=5)).sync_ns.dtype.name
+    'int64'
+    """
 
     config: SynthConfig
     start_ns: int
@@ -196,7 +215,9 @@ def build_asset(config: SynthConfig, asset_index: int, start: int, end: int) -> 
     devices: dict[str, Device] = {}
     for kind in DEVICE_KINDS:
         clock = draw_clock(config, asset_index, kind)
-        devices[kind] = Device(device_id(kind, asset), kind, clock, recording_span(clock, start, end))
+        grain = NS_PER_S if kind == "camera" and config.camera == "mp4" else NS_PER_MS
+        span = recording_span(clock, start, end, grain)
+        devices[kind] = Device(device_id(kind, asset), kind, clock, span)
     faults = fault_schedule(config, asset_index)
     rng = rng_for(config.seed, asset_index, DEVICE_CODES["asset"], P_ASSET)
     shaft_hz = round(float(rng.uniform(24.5, 26.0)), 3)
