@@ -7,7 +7,6 @@ message and an exit code (README, "Exit codes"). ``MMDATA_DEBUG=1`` shows traceb
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,9 +81,8 @@ def synth(
         {"assets": assets, "minutes": minutes, "seed": seed, "camera": camera,
          "sensor_format": sensor_format, "workers": workers},
     )  # fmt: skip
-    _prepare_out(out, overwrite)
     with progress_bar(quiet or as_json) as progress:
-        summary = generate_factory(cfg, out, progress=progress)
+        summary = generate_factory(cfg, out, progress=progress, overwrite=overwrite)
     if as_json:
         print_json(summary.model_dump(mode="json"))
     elif not quiet:
@@ -92,22 +90,6 @@ def synth(
             f"[green]wrote[/green] {sum(summary.files.values())} files "
             f"({summary.bytes_written / 1e6:.1f} MB) to {out} in {summary.elapsed_ns / 1e9:.1f} s"
         )
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not (out / "ground_truth.json").exists():
-        raise UsageError(
-            f"--out {str(out)!r} is not empty and is not a synthetic factory",
-            hint="give a new or empty folder",
-        )
-    if not overwrite:
-        raise UsageError(
-            f"--out {str(out)!r} already holds a synthetic factory",
-            hint="pass --overwrite to replace it, or give another folder",
-        )
-    shutil.rmtree(out)
 
 
 @app.command(epilog="Example: mmdata demo --run-dir runs/demo")

@@ -37,7 +37,9 @@ def print_json(obj: Any) -> None:
 
 @contextlib.contextmanager
 def progress_bar(quiet: bool) -> Iterator[ProgressFn]:
-    """A ``progress(description, done, total)`` callback drawing one bar per description.
+    """A ``progress(description, done, total)`` callback drawing one bar per stage.
+
+    A description ``"stage: detail"`` updates the bar of ``stage`` and shows ``detail``.
 
     >>> with progress_bar(quiet=True) as progress:
     ...     progress("work", 1, 2)
@@ -46,18 +48,20 @@ def progress_bar(quiet: bool) -> Iterator[ProgressFn]:
         yield lambda description, done, total: None
         return
     columns = (
-        TextColumn("{task.description:<28}"),
+        TextColumn("{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[detail]}"),
     )
     with Progress(*columns, console=err_console, transient=False) as bar:
         tasks: dict[str, TaskID] = {}
 
         def update(description: str, done: int, total: int) -> None:
-            if description not in tasks:
-                tasks[description] = bar.add_task(description, total=total)
-            bar.update(tasks[description], completed=done, total=total)
+            stage, _, detail = description.partition(": ")
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, detail=detail)
+            bar.update(tasks[stage], completed=done, total=total, detail=detail)
 
         yield update

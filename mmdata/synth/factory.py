@@ -68,7 +68,11 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
         raise UsageError(
             f"output directory {out} is not empty ({why})",
             hint="choose a new directory"
-            + (", or allow overwriting it (overwrite=True)" if ours else ", or empty it first"),
+            + (
+                ", or allow overwriting it (overwrite=True; CLI: --overwrite)"
+                if ours
+                else ", or empty it first"
+            ),
         )
     for child in out.iterdir():
         if child.is_dir() and not child.is_symlink():
@@ -263,8 +267,8 @@ def generate_factory(
 ) -> SynthSummary:
     """Write a complete synthetic factory to ``out_dir`` (must be empty or absent).
 
-    ``progress(task, done, total)`` is called in this (parent) process after every unit of
-    work. With ``overwrite=True`` a directory holding a previous synth output is emptied
+    ``progress("synth: <task>", done, total)`` is called in this (parent) process after
+    every unit of work. With ``overwrite=True`` a directory holding a previous synth output is emptied
     first; any other non-empty directory raises :class:`~mmdata.errors.UsageError`.
     The same config gives byte-identical files whatever ``config.workers`` is.
 
@@ -293,7 +297,7 @@ def generate_factory(
         nonlocal done
         done += 1
         if progress is not None:
-            progress(task, done, total)
+            progress(f"synth: {task}", done, total)
 
     write_text(out / "README.md", _readme(plan))
     notes, notes_truth = generate_notes(config)
