@@ -269,7 +269,8 @@ def generate_factory(
 
     ``progress("synth: <task>", done, total)`` is called in this (parent) process after
     every unit of work. With ``overwrite=True`` a directory holding a previous synth
-    output is emptied first; any other non-empty directory raises :class:`~mmdata.errors.UsageError`.
+    output is emptied first; any other non-empty directory raises
+    :class:`~mmdata.errors.UsageError`.
     The same config gives byte-identical files whatever ``config.workers`` is.
 
     With ``workers > 1`` jobs run in a ``spawn`` process pool (clean interpreters, no
