@@ -66,6 +66,16 @@ class RayConfig(_Strict):
     address: str = Field("auto", description="'auto', 'local', or ray://head:10001.")
 
 
+class IngestConfig(_Strict):
+    """How ingest runs and what it treats as a clock jump."""
+
+    workers: int = Field(2, ge=1, le=256, description="Worker processes reading items.")
+    clock_jump_ms: int = Field(
+        1000, gt=0, description="A backward time step larger than this starts a new segment."
+    )
+    row_group_mb: int = Field(32, gt=0, description="Target Parquet row-group size.")
+
+
 class ClockConstant(_Strict):
     """A configured clock correction for a device (evidence source 'config')."""
 
@@ -249,6 +259,7 @@ class PipelineConfig(_Strict):
     engine: Literal["local", "ray"] = Field("local", description="Execution engine.")
     ray: RayConfig = Field(default_factory=RayConfig)
     assets: dict[str, AssetConfig] = Field(min_length=1, description="Assets by id.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)

@@ -78,6 +78,18 @@ class QuarantineLog:
             error_class, message = type(error).__name__, str(error) or repr(error)
         else:
             error_class, message = error, error
+        self.record(source_ref, error_class, message, locator=locator, item_id=item_id)
+
+    def record(
+        self,
+        source_ref: str,
+        error_class: str,
+        message: str,
+        *,
+        locator: str | None = None,
+        item_id: str | None = None,
+    ) -> None:
+        """Record one rejected item with an explicit error class and message."""
         self.rows.append(
             QuarantineRow(
                 stage=self.stage,

@@ -61,9 +61,12 @@ def test_validate_json_lists_problems(cli, tmp_path):
 
 
 def test_unknown_connector_is_reported_by_validate(cli, pipeline_yaml):
+    pipeline_yaml.write_text(
+        pipeline_yaml.read_text().replace("connector: camera", "connector: camra")
+    )
     r = cli("validate", pipeline_yaml)
     assert r.code == 3
-    assert "assets.press-1.sources.0.connector = 'camera'" in r.err
+    assert "assets.press-1.sources.0.connector = 'camra'" in r.err
 
 
 def test_missing_config_file(cli, tmp_path):

@@ -1,0 +1,286 @@
+"""The ingest stage: every configured source through its connector into normalized streams.
+
+``RUN/ingest/streams/<stream_id>.parquet`` holds one stream each (see :mod:`mmdata.streams`),
+``RUN/ingest/streams.json`` indexes them (rows, time range, segments, flags, metadata), and
+``RUN/quarantine/ingest.parquet`` holds every refused file, failed item and rejected row.
+Counts reconcile: units in = rows out + units quarantined.
+
+>>> from mmdata.ingest import IngestSource  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import connectors
+from connectors.base import Connector, SourceContext, SourceItem
+from mmdata import atomic
+from mmdata.config import PipelineConfig, config_hash, validation_problems
+from mmdata.errors import ConfigError
+from mmdata.quarantine import QuarantineLog
+from mmdata.rundir import RunDir, StageCounts
+from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
+from mmdata.streams import ItemResult, PartInfo, PartSink, Reject, finalize_stream
+
+STREAMS_INDEX = "streams.json"
+
+
+@dataclass(frozen=True)
+class IngestSource:
+    """One configured source, resolved: which connector, which options, which device."""
+
+    asset_id: str
+    device_id: str
+    index: int
+    connector: str
+    path: str
+    options: dict[str, Any]
+
+    def context(self, cls: type[Connector]) -> SourceContext:
+        """Validated connector context (raises ConfigError on bad options)."""
+        try:
+            opts = cls.Options.model_validate(self.options)
+        except ValidationError as err:
+            first, *rest = validation_problems(err)
+            where = f"assets.{self.asset_id}.sources.{self.index}"
+            raise ConfigError(
+                "pipeline config",
+                f"{where}.{first[0]}",
+                first[1],
+                first[2],
+                more=[(f"{where}.{f}", v, a) for f, v, a in rest],
+            ) from None
+        return SourceContext(self.asset_id, self.device_id, self.index, self.path, opts)
+
+
+def sources_of(config: PipelineConfig) -> list[IngestSource]:
+    """The pipeline's sources in declaration order."""
+    out = []
+    for asset_id, asset in config.assets.items():
+        for i, src in enumerate(asset.sources):
+            opts = {k: v for k, v in (src.model_extra or {}).items()}
+            out.append(IngestSource(asset_id, src.device or src.connector, i, src.connector,
+                                    src.path, opts))  # fmt: skip
+    return out
+
+
+def stream_id(asset_id: str, device_id: str, suffix: str) -> str:
+    """``<asset>.<device>.<suffix>``: stable, file-name safe."""
+    raw = f"{asset_id}.{device_id}.{suffix}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
+@dataclass
+class SourceRun:
+    """What ingesting one source produced (before finalizing streams)."""
+
+    source: IngestSource
+    refused: list[Reject] = field(default_factory=list)
+    results: list[ItemResult] = field(default_factory=list)
+
+
+def list_source(source: IngestSource) -> tuple[list[SourceItem], list[Reject]]:
+    """List a source's items; refused entries become rejects."""
+    cls = connectors.load(source.connector)
+    conn = cls(source.context(cls))
+    items: list[SourceItem] = []
+    refused: list[Reject] = []
+    for entry in conn.list_items():
+        if isinstance(entry, SourceItem):
+            items.append(entry)
+        else:
+            uri, reason = entry
+            refused.append(Reject(uri, None, reason, "RefusedPath"))
+    return items, refused
+
+
+def read_item(source: IngestSource, item: SourceItem, part_dir: str) -> ItemResult:
+    """Read one item through its connector (runs in a worker process)."""
+    cls = connectors.load(source.connector)
+    ctx = source.context(cls)
+    conn = cls(ctx)
+    opts = ctx.options
+    sink = PartSink(item, Path(part_dir), dict(getattr(opts, "storage_options", {}) or {}),
+                    int(getattr(opts, "max_file_mb", 4096)) * 1024 * 1024)  # fmt: skip
+    try:
+        conn.read(item, sink)
+    except Exception as err:  # any failure of one item quarantines that item only
+        return sink.abort(err)
+    try:
+        return sink.commit()
+    except Exception as err:
+        return sink.abort(err)
+
+
+def _run_items(
+    jobs: list[tuple[IngestSource, SourceItem, str]],
+    workers: int,
+    on_done: Callable[[ItemResult], None],
+) -> list[ItemResult]:
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            r = read_item(*job)
+            on_done(r)
+            results.append(r)
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(read_item, *job) for job in jobs]
+        out = []
+        for f in futures:
+            r = f.result()
+            on_done(r)
+            out.append(r)
+        return out
+
+
+@dataclass
+class IngestOptions:
+    """Engine knobs of the ingest stage."""
+
+    workers: int = 2
+    clock_jump_ms: int = 1000
+    row_group_mb: int = 32
+
+
+def ingest_sources(
+    sources: Iterable[IngestSource],
+    out_dir: Path,
+    quarantine: QuarantineLog,
+    options: IngestOptions,
+    progress: ProgressFn | None = None,
+) -> StageCounts:
+    """Ingest ``sources`` into ``out_dir`` (streams/ + streams.json); return the counts."""
+    part_root = out_dir / "_parts"
+    runs: list[SourceRun] = []
+    jobs: list[tuple[IngestSource, SourceItem, str]] = []
+    for src in sources:
+        items, refused = list_source(src)
+        runs.append(SourceRun(src, refused))
+        for item in items:
+            jobs.append((src, item, str(part_root / f"s{src.asset_id}-{src.index}")))
+    done = 0
+
+    def tick(r: ItemResult) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(f"ingest: {Path(r.uri).name}", done, len(jobs))
+
+    results = _run_items(jobs, options.workers, tick)
+    by_source = {(r.source.asset_id, r.source.index): r for r in runs}
+    for (src, _, _), res in zip(jobs, results, strict=True):
+        by_source[(src.asset_id, src.index)].results.append(res)
+
+    units_in = units_out = quarantined = 0
+    index: list[dict[str, Any]] = []
+    streams_dir = out_dir / "streams"
+    streams_dir.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        src = run.source
+        for rej in run.refused:
+            _quarantine(quarantine, rej)
+            units_in += 1
+            quarantined += 1
+        parts: dict[str, list[PartInfo]] = {}
+        flags: dict[str, dict[str, int]] = {}
+        for res in run.results:
+            units_in += res.units_in
+            for rej in res.rejects:
+                _quarantine(quarantine, rej)
+                quarantined += rej.units
+            for suffix, part in res.parts.items():
+                parts.setdefault(suffix, []).append(part)
+                item_flags = flags.setdefault(suffix, {})
+                for k, v in res.flags.items():
+                    item_flags[k] = item_flags.get(k, 0) + v
+        for suffix, plist in sorted(parts.items()):
+            sid = stream_id(src.asset_id, src.device_id, suffix)
+            path = streams_dir / f"{sid}.parquet"
+            # Notes are events logged by people, often out of order: sort, never segment.
+            jump_ns = 2**62 if plist[0].modality == "text" else options.clock_jump_ms * 1_000_000
+            stats = finalize_stream(
+                plist, path, {"stream_id": sid, "device_id": src.device_id},
+                clock_jump_ns=jump_ns,
+                row_group_bytes=options.row_group_mb * 1024 * 1024,
+            )  # fmt: skip
+            for rej in stats.rejects:
+                _quarantine(quarantine, rej)
+                quarantined += rej.units
+            units_out += stats.rows
+            meta: dict[str, Any] = {}
+            for p in plist:
+                meta.update({k: v for k, v in p.meta.items() if k != "sha256"})
+            index.append({
+                "stream_id": sid, "asset_id": src.asset_id, "device_id": src.device_id,
+                "modality": plist[0].modality, "connector": src.connector,
+                "source_index": src.index, "file": f"streams/{sid}.parquet",
+                "rows": stats.rows, "items": len(plist),
+                "ts_min_ns": stats.ts_min_ns, "ts_max_ns": stats.ts_max_ns,
+                "segments": stats.segments,
+                "flags": {**flags.get(suffix, {}), **stats.flags}, "meta": meta,
+            })  # fmt: skip
+    shutil.rmtree(part_root, ignore_errors=True)
+    atomic.write_json(out_dir / STREAMS_INDEX, {"schema_version": "mmdata.streams/1",
+                                                 "streams": index})  # fmt: skip
+    return StageCounts(in_=units_in, out=units_out, quarantined=quarantined)
+
+
+def _quarantine(log: QuarantineLog, rej: Reject) -> None:
+    message = rej.reason if rej.units == 1 else f"{rej.reason} ({rej.units} units)"
+    log.record(rej.uri, rej.error_class, message, locator=rej.locator)
+
+
+def inputs_fingerprint(sources: list[IngestSource]) -> str:
+    """Fingerprint of every source's listing (uri + size + mtime/etag) and options."""
+    listing = []
+    for src in sources:
+        items, refused = list_source(src)
+        listing.append({
+            "source": [src.asset_id, src.device_id, src.index, src.connector, src.path,
+                       config_hash(src.options)],
+            "items": [[i.uri, i.fingerprint] for i in items],
+            "refused": [[r.uri, r.reason] for r in refused],
+        })  # fmt: skip
+    return config_hash({"listing": listing})
+
+
+def run_ingest(
+    run: RunDir,
+    config: PipelineConfig,
+    *,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+) -> StageOutcome:
+    """Run the ingest stage of ``config`` in ``run`` (skipped when nothing changed)."""
+    sources = sources_of(config)
+    opts = IngestOptions(workers=config.ingest.workers, clock_jump_ms=config.ingest.clock_jump_ms,
+                         row_group_mb=config.ingest.row_group_mb)  # fmt: skip
+    spec = StageSpec(
+        name="ingest",
+        version="1",
+        config={"assets": config.model_dump(mode="json")["assets"],
+                "ingest": config.ingest.model_dump(mode="json")},
+        inputs_fingerprint=inputs_fingerprint(sources),
+    )  # fmt: skip
+
+    def stage(ctx: StageContext) -> StageCounts:
+        return ingest_sources(sources, ctx.out_dir, ctx.quarantine, opts, ctx.progress)
+
+    return run_stage(run, spec, stage, progress=progress, force=force)
+
+
+def read_index(ingest_dir: Path) -> list[dict[str, Any]]:
+    """The stream index written by ingest."""
+    doc = json.loads((ingest_dir / STREAMS_INDEX).read_text(encoding="utf-8"))
+    return list(doc["streams"])
