@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from connectors.base import BaseOptions, SourceItem
 from mmdata.errors import InputDataError
 
 _GLOB_CHARS = set("*?[")
+_DIGITS = re.compile(r"(\d+)")
 
 
 def is_remote(path: str) -> bool:
@@ -46,6 +48,15 @@ def _static_prefix(path: str) -> str:
             break
         keep.append(part)
     return str(Path(*keep)) if keep else "."
+
+
+def natural_key(path: str) -> list[Any]:
+    """Sort key comparing digit runs as numbers: vib_2.csv before vib_10.csv.
+
+    >>> sorted(["v_10.csv", "v_2.csv", "v_1.csv"], key=natural_key)
+    ['v_1.csv', 'v_2.csv', 'v_10.csv']
+    """
+    return [(0, int(tok), tok) if tok.isdigit() else (1, 0, tok) for tok in _DIGITS.split(path)]
 
 
 def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -75,7 +86,7 @@ def list_source_files(
     root_real = root.resolve()
 
     if is_glob:
-        candidates = sorted(glob.glob(local, recursive=True))
+        candidates = sorted(glob.glob(local, recursive=True), key=natural_key)
         candidates = [c for c in candidates if not os.path.isdir(c) or os.path.islink(c)]
     elif os.path.isdir(local):
         candidates = []
@@ -85,6 +96,7 @@ def list_source_files(
                     os.path.join(dirpath, d))]):  # fmt: skip
                 if _matches(name, patterns):
                     candidates.append(os.path.join(dirpath, name))
+        candidates.sort(key=natural_key)
     elif os.path.lexists(local):
         candidates = [local]
     else:
@@ -133,7 +145,7 @@ def _list_remote(
         root = inner.rsplit("/", 1)[0]
     root = (options.root.split("://", 1)[-1] if options.root else root).rstrip("/")
     seq = 0
-    for key in sorted(found):
+    for key in sorted(found, key=natural_key):
         info = found[key]
         uri = f"{protocol}://{key}"
         if info.get("type") == "directory":

@@ -137,7 +137,61 @@ def demo(
         f"{f['megabytes']} MB; {f['sync_events']} sync events; faults {f['fault_intervals']}; "
         f"{f['notes']} notes with {f['pii_spans']} PII spans"
     )
+    _streams_table(summary["streams"])
+    err_console.print(f"pipeline config: {summary['pipeline']}")
     err_console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
+
+
+@app.command(epilog="Example: mmdata ingest pipeline.yaml --workers 2")
+def ingest(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: the config's run_dir).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run even when unchanged.")] = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Read every source through its connector into RUN/ingest/ (quarantine: RUN/quarantine/).
+
+    Relative paths in the config are taken from the config file's folder.
+    """
+    from mmdata.ingest import read_index, run_ingest
+    from mmdata.rundir import RunDir
+    from mmdata.validate import validate_pipeline
+
+    cfg = validate_pipeline(config).resolved(config.resolve().parent)
+    if workers is not None:
+        cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"workers": workers})})
+    target = run_dir if run_dir is not None else Path(cfg.run_dir)
+    with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
+        outcome = run_ingest(run, cfg, progress=progress, force=force)
+        streams = read_index(run.stage_path("ingest"))
+    counts = outcome.counts.model_dump(by_alias=True)
+    if as_json:
+        print_json({"run_dir": str(target), "skipped": outcome.skipped, "counts": counts,
+                    "streams": streams})  # fmt: skip
+        return
+    if quiet:
+        return
+    _streams_table(streams)
+    state = "unchanged, skipped" if outcome.skipped else f"{outcome.elapsed_ns / 1e9:.1f} s"
+    err_console.print(
+        f"ingest: in {counts['in']} = out {counts['out']} + quarantined {counts['quarantined']}"
+        f" ({state}); quarantine: {target / 'quarantine' / 'ingest.parquet'}"
+    )
+
+
+def _streams_table(streams: list[dict[str, Any]]) -> None:
+    table = Table(title="streams", show_edge=False)
+    for col in ("stream", "modality", "rows", "segments", "flags"):
+        table.add_column(col)
+    for st in streams:
+        flags = ", ".join(f"{k}={v}" for k, v in st["flags"].items()) or "-"
+        table.add_row(st["stream_id"], st["modality"], f"{st['rows']:,}", str(st["segments"]),
+                      flags)  # fmt: skip
+    err_console.print(table)
 
 
 @app.command(epilog="Example: mmdata validate pipeline.yaml")

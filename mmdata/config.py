@@ -281,6 +281,27 @@ class PipelineConfig(_Strict):
                     raise _CrossRefError(f"build.split.test.{i}", asset, _one_of(self.assets))
         return self
 
+    def resolved(self, base: Path) -> PipelineConfig:
+        """A copy whose relative local paths (run_dir, source paths) are taken from ``base``.
+
+        >>> cfg = PipelineConfig.model_validate({"run_dir": "runs/x", "assets": {"a": {
+        ...     "sources": [{"connector": "notes", "path": "n.jsonl"}]}}})
+        >>> str(cfg.resolved(Path("/data")).run_dir)
+        '/data/runs/x'
+        """
+
+        def fix(p: str) -> str:
+            if "://" in p or Path(p).is_absolute():
+                return p
+            return str(base / p)
+
+        data = self.model_dump(mode="python")
+        data["run_dir"] = fix(self.run_dir)
+        for asset in data["assets"].values():
+            for src in asset["sources"]:
+                src["path"] = fix(src["path"])
+        return PipelineConfig.model_validate(data)
+
     def devices(self) -> list[str]:
         """Device ids in declaration order (a source without ``device`` uses its connector)."""
         seen: dict[str, None] = {}

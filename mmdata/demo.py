@@ -1,7 +1,7 @@
 """The demo pipeline on the bundled synthetic factory.
 
-At this stage of the project the demo generates the factory as the run's ``synth`` stage
-and summarises it; later stages append themselves here.
+The demo generates the factory as the run's ``synth`` stage, writes the pipeline config
+that reads it (``RUN/pipeline.yaml``) and runs the pipeline's stages on it.
 
 >>> import tempfile, pathlib
 >>> summary = run_demo(DemoConfig(run_dir=pathlib.Path(tempfile.mkdtemp()) / "run",
@@ -14,8 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmdata import atomic
+from mmdata.config import PipelineConfig
+from mmdata.ingest import read_index, run_ingest
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
 from mmdata.synth import SynthConfig, generate_factory
@@ -44,6 +48,46 @@ def synth_stage(config: SynthConfig) -> tuple[StageSpec, Any]:
     return StageSpec(name="synth", version="1", config=config), run
 
 
+def factory_pipeline(factory: Path, run_dir: Path) -> PipelineConfig:
+    """The pipeline config that reads a synthetic factory folder, from its ground truth.
+
+    >>> import tempfile
+    >>> from mmdata.synth import SynthConfig, generate_factory
+    >>> out = Path(tempfile.mkdtemp()) / "f"
+    >>> _ = generate_factory(SynthConfig(assets=1, minutes=0.05, workers=1), out)
+    >>> sorted(factory_pipeline(out, out.parent / "run").devices())
+    ['acc-press-1', 'cam-press-1', 'mes-line', 'mic-press-1']
+    """
+    truth = json.loads((factory / "ground_truth.json").read_text(encoding="utf-8"))
+    camera = truth["config"].get("camera", "jpeg")
+    assets: dict[str, Any] = {}
+    for dev_id, dev in sorted(truth["devices"].items()):
+        asset = dev.get("asset")
+        if not asset:
+            continue
+        root = factory / asset
+        sources = assets.setdefault(asset, {"sources": []})["sources"]
+        stamp = f"{dev_id}_%Y%m%dT%H%M%S.%fZ"
+        if dev["kind"] == "camera" and camera == "mp4":
+            sources.append({"connector": "video", "path": str(root / "cam"), "device": dev_id,
+                            "start": {"filename": stamp}})  # fmt: skip
+        elif dev["kind"] == "camera":
+            sources.append({"connector": "camera", "path": str(root / "cam"), "device": dev_id,
+                            "timestamp": {"filename": stamp}})  # fmt: skip
+        elif dev["kind"] == "accelerometer":
+            sources.append({"connector": "sensor", "path": str(root / "vib"), "device": dev_id,
+                            "layout": "wide", "time": {"column": "ts_ns", "unit": "ns"},
+                            "group": "accel"})  # fmt: skip
+        elif dev["kind"] == "microphone":
+            sources.append({"connector": "audio", "path": str(root / "mic"), "device": dev_id,
+                            "start": {"filename": stamp}})  # fmt: skip
+    notes = factory / "notes" / "operator_notes.jsonl"
+    for asset, a in assets.items():
+        a["sources"].append({"connector": "notes", "path": str(notes), "device": "mes-line",
+                             "filter": {"asset": asset}})  # fmt: skip
+    return PipelineConfig.model_validate({"run_dir": str(run_dir), "assets": assets})
+
+
 def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run the demo pipeline and return a JSON-able summary of what was written."""
     synth_cfg = SynthConfig(assets=config.assets, minutes=config.minutes, seed=config.seed)
@@ -53,6 +97,14 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict[str
         outcomes.append(run_stage(run, spec, fn, progress=progress, force=config.force))
         factory = run.stage_path("synth")
         truth = json.loads((factory / "ground_truth.json").read_text(encoding="utf-8"))
+        pipeline = factory_pipeline(factory, config.run_dir)
+        atomic.write_text(
+            config.run_dir / "pipeline.yaml",
+            yaml.safe_dump(pipeline.model_dump(mode="json", exclude_defaults=True),
+                           sort_keys=False, allow_unicode=True),
+        )  # fmt: skip
+        outcomes.append(run_ingest(run, pipeline, progress=progress, force=config.force))
+        streams = read_index(run.stage_path("ingest"))
     return {
         "run_dir": str(config.run_dir),
         "manifest": str(config.run_dir / "manifest.json"),
@@ -67,6 +119,11 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict[str
             for o in outcomes
         ],
         "factory": factory_summary(factory, truth),
+        "pipeline": str(config.run_dir / "pipeline.yaml"),
+        "streams": [
+            {k: st[k] for k in ("stream_id", "modality", "rows", "segments", "flags")}
+            for st in streams
+        ],
     }
 
 

@@ -244,7 +244,9 @@ def _order_part(ts: np.ndarray, start_segment: int, prev_last: int | None,
         steps[0] = 0
     jumps = steps < -clock_jump_ns
     segment = (start_segment + np.cumsum(jumps)).astype(np.int32)
-    disorder = int(np.count_nonzero((steps < 0) & ~jumps))
+    backward = (steps < 0) & ~jumps
+    backward[0] = False  # a small step back into the previous item is an overlap, merged later
+    disorder = int(np.count_nonzero(backward))
     order = np.lexsort((ts, segment)) if disorder else np.arange(ts.size)
     return segment, order.astype(np.int64), int(np.count_nonzero(jumps)), disorder
 
