@@ -127,7 +127,7 @@ def s3_endpoint():
     deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)  # noqa: S310 - loopback
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
             break
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -161,7 +162,7 @@ def test_row_groups_are_sized_and_time_sorted(tmp_path):
     meta = pq.read_metadata(out)
     assert meta.num_row_groups > 4
     bounds = [meta.row_group(i).column(2).statistics for i in range(meta.num_row_groups)]
-    assert all(a.max < b.min for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(a.max < b.min for a, b in itertools.pairwise(bounds))
 
 
 # --- items are isolated; counts reconcile ------------------------------------------------
