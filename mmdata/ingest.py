@@ -29,7 +29,8 @@ from mmdata.errors import ConfigError
 from mmdata.quarantine import QuarantineLog
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
-from mmdata.streams import ItemResult, PartInfo, PartSink, Reject, finalize_stream
+from mmdata.stitch import finalize_stream
+from mmdata.streams import ItemResult, PartInfo, PartSink, Reject
 
 STREAMS_INDEX = "streams.json"
 

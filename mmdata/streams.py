@@ -1,15 +1,9 @@
-"""Normalized streams: the ingest sink (per-item part files) and the per-stream finalizer.
+"""The ingest sink: what a connector writes while reading one item.
 
 A connector reads one item into a :class:`PartSink`, which writes each stream's rows to a
 part file for that item. Only when the item completes are its parts kept; a failed item
-leaves nothing. The finalizer then stitches a stream's parts in item order into
-``streams/<stream_id>.parquet``:
-
-* rows carry ``stream_id, device_id, ts_ns, segment`` + payload + ``source_ref``;
-* a backward time step larger than ``clock_jump_ns`` starts a new ``segment`` (flagged
-  ``clock_jumps``); smaller disorder is sorted (flagged ``non_monotonic`` with a count);
-* rows repeating a timestamp of their segment are quarantined (``duplicates``);
-* row groups are sized by bytes and sorted by time, ready for windowing.
+leaves nothing and is quarantined whole. :mod:`mmdata.stitch` then stitches a stream's
+parts into ``streams/<stream_id>.parquet``.
 """
 
 from __future__ import annotations
@@ -23,18 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.base import Modality, SourceItem
 from connectors.files import is_remote
 from mmdata.errors import InputDataError
-
-SOURCE_REF_TYPE = pa.struct(
-    [("uri", pa.string()), ("locator", pa.string()), ("sha256", pa.string())]
-)
 
 
 @dataclass
@@ -216,163 +204,3 @@ class PartSink:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-# --------------------------------------------------------------------------------------
-# Finalizing a stream
-
-
-@dataclass
-class StreamStats:
-    """Counts and bounds of a finalized stream."""
-
-    rows: int = 0
-    ts_min_ns: int | None = None
-    ts_max_ns: int | None = None
-    segments: int = 0
-    flags: dict[str, int] = field(default_factory=dict)
-    rejects: list[Reject] = field(default_factory=list)
-
-
-def _order_part(ts: np.ndarray, start_segment: int, prev_last: int | None,
-                clock_jump_ns: int) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
-    """Segment ids and a stable order for one part's rows; also jump and disorder counts."""
-    if ts.size == 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int64), 0, 0
-    steps = np.diff(ts, prepend=ts[0] if prev_last is None else prev_last)
-    if prev_last is None:
-        steps[0] = 0
-    jumps = steps < -clock_jump_ns
-    segment = (start_segment + np.cumsum(jumps)).astype(np.int32)
-    backward = (steps < 0) & ~jumps
-    backward[0] = False  # a small step back into the previous item is an overlap, merged later
-    disorder = int(np.count_nonzero(backward))
-    order = np.lexsort((ts, segment)) if disorder else np.arange(ts.size)
-    return segment, order.astype(np.int64), int(np.count_nonzero(jumps)), disorder
-
-
-def _prepare_part(part: PartInfo, header: dict[str, str]) -> pa.Table:
-    table = attach_source_ref(pq.read_table(part.path), part.uri, part.meta.get("sha256", ""))
-    n = table.num_rows
-    for i, (name, value) in enumerate(header.items()):
-        table = table.add_column(i, name, pa.array([value] * n, pa.string()))
-    return table
-
-
-def finalize_stream(
-    parts: list[PartInfo],
-    out_path: Path,
-    header: dict[str, str],
-    *,
-    clock_jump_ns: int,
-    row_group_bytes: int,
-) -> StreamStats:
-    """Stitch a stream's parts (in ``seq`` order) into one time-sorted Parquet file.
-
-    ``header`` holds constant leading columns (stream_id, device_id). A small backward
-    step into the previous part (overlapping files) merges and sorts the two; a step
-    beyond ``clock_jump_ns`` starts a new segment instead.
-    """
-    stats = StreamStats()
-    writer: pq.ParquetWriter | None = None
-    rows_per_group = 0
-    segment = 0
-    prev_last: int | None = None
-    pending: pa.Table | None = None
-
-    def write(table: pa.Table | None) -> None:
-        nonlocal writer, rows_per_group
-        if table is None or table.num_rows == 0:
-            return
-        if writer is None:
-            per_row = max(1, table.nbytes // max(1, table.num_rows))
-            rows_per_group = max(1024, row_group_bytes // per_row)
-            writer = pq.ParquetWriter(out_path, table.schema, compression="zstd")
-        writer.write_table(table, row_group_size=rows_per_group)
-
-    def bump(name: str, n: int) -> None:
-        if n:
-            stats.flags[name] = stats.flags.get(name, 0) + n
-
-    try:
-        for part in sorted(parts, key=lambda p: p.seq):
-            table = _prepare_part(part, header)
-            ts = table.column("ts_ns").to_numpy()
-            seg, order, jumps, disorder = _order_part(ts, segment, prev_last, clock_jump_ns)
-            bump("clock_jumps", jumps)
-            bump("non_monotonic", disorder)
-            ts_idx = table.column_names.index("ts_ns")
-            table = table.add_column(ts_idx + 1, "segment", pa.array(seg, pa.int32()))
-            if disorder:
-                table = table.take(pa.array(order))
-            if table.num_rows == 0:
-                continue
-            first_seg = int(table.column("segment")[0].as_py())
-            first_ts = int(table.column("ts_ns")[0].as_py())
-            crosses = (
-                pending is not None
-                and prev_last is not None
-                and (first_seg == segment and first_ts < prev_last)
-            )
-            if crosses and pending is not None:
-                bump("overlapping_items", 1)
-                merged = pa.concat_tables([pending, table])
-                m_order = np.lexsort((merged.column("ts_ns").to_numpy(),
-                                      merged.column("segment").to_numpy()))  # fmt: skip
-                table = _drop_duplicates(merged.take(pa.array(m_order)), stats, None, segment)
-            else:
-                table = _drop_duplicates(table, stats, prev_last, segment)
-                write(pending)
-            pending = table
-            if table.num_rows:
-                segment = int(table.column("segment")[-1].as_py())
-                prev_last = int(table.column("ts_ns")[-1].as_py())
-                tmin = int(pc.min(table.column("ts_ns")).as_py())
-                tmax = int(pc.max(table.column("ts_ns")).as_py())
-                stats.ts_min_ns = tmin if stats.ts_min_ns is None else min(stats.ts_min_ns, tmin)
-                stats.ts_max_ns = tmax if stats.ts_max_ns is None else max(stats.ts_max_ns, tmax)
-        write(pending)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        return stats
-    stats.rows = pq.read_metadata(out_path).num_rows
-    stats.segments = segment + 1
-    return stats
-
-
-def _drop_duplicates(
-    table: pa.Table, stats: StreamStats, prev_last: int | None, prev_segment: int
-) -> pa.Table:
-    ts = table.column("ts_ns").to_numpy()
-    seg = table.column("segment").to_numpy()
-    if ts.size == 0:
-        return table
-    dup = np.zeros(ts.size, bool)
-    dup[1:] = (ts[1:] == ts[:-1]) & (seg[1:] == seg[:-1])
-    if prev_last is not None and seg[0] == prev_segment and ts[0] == prev_last:
-        dup[0] = True
-    if not dup.any():
-        return table
-    locs = table.column("source_ref").combine_chunks().field("locator").to_pylist()
-    uris = table.column("source_ref").combine_chunks().field("uri").to_pylist()
-    for i in np.flatnonzero(dup):
-        stats.rejects.append(Reject(uris[i], locs[i], f"duplicate timestamp ts_ns={int(ts[i])} "
-                                    "in its segment; the first row was kept",
-                                    "DuplicateTimestamp"))  # fmt: skip
-    stats.flags["duplicates"] = stats.flags.get("duplicates", 0) + int(dup.sum())
-    return table.filter(pa.array(~dup))
-
-
-def attach_source_ref(table: pa.Table, uri: str, sha256: str) -> pa.Table:
-    """Replace a part's ``locator`` column by the ``source_ref`` struct."""
-    n = table.num_rows
-    loc = table.column("locator").cast(pa.string())
-    ref = pa.StructArray.from_arrays(
-        [pa.array([uri] * n, pa.string()), loc.combine_chunks(),
-         pa.array([sha256] * n, pa.string())],
-        fields=list(SOURCE_REF_TYPE),
-    )  # fmt: skip
-    idx = table.column_names.index("locator")
-    return table.remove_column(idx).append_column("source_ref", ref)

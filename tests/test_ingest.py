@@ -18,7 +18,8 @@ from mmdata.config import PipelineConfig
 from mmdata.ingest import read_index, run_ingest
 from mmdata.quarantine import read_quarantine
 from mmdata.rundir import RunDir
-from mmdata.streams import PartInfo, finalize_stream
+from mmdata.stitch import finalize_stream
+from mmdata.streams import PartInfo
 
 from .conftest import ingest_one
 
@@ -269,3 +270,22 @@ def test_missing_source_path_is_a_clear_error(tmp_path):
 
     with pytest.raises(InputDataError, match="does not exist"):
         ingest_one(tmp_path, "notes", tmp_path / "nope")
+
+
+def test_overlap_duplicates_are_caught_after_the_merge(tmp_path):
+    parts = [part(tmp_path, 0, [T0, T0 + 10, T0 + 20]), part(tmp_path, 1, [T0 + 10, T0 + 30])]
+    stats, table = finalize(tmp_path, parts)
+    assert table.column("ts_ns").to_pylist() == [T0, T0 + 10, T0 + 20, T0 + 30]
+    (rej,) = stats.rejects
+    assert rej.uri == "/data/f1.csv" and rej.locator == "row 2"
+
+
+def test_large_parts_stream_in_batches_with_exact_duplicate_rows_removed(tmp_path):
+    n = 150_000  # more than one read batch
+    ts = (T0 + np.arange(n, dtype=np.int64) * 1000).tolist()
+    ts[100_001] = ts[100_000]
+    stats, table = finalize(tmp_path, [part(tmp_path, 0, ts)])
+    assert table.num_rows == n - 1
+    assert [r.locator for r in stats.rejects] == ["row 100003"]
+    assert table.column("ts_ns").to_numpy()[100_000] == ts[100_000]
+    assert table.column("ts_ns").to_numpy()[100_001] == ts[100_002]
