@@ -140,8 +140,22 @@ class AlignConfig(_Strict):
     sparse: dict[Literal["image", "text"], SparseConfig] = Field(
         default_factory=dict, description="Per sparse modality join rule."
     )
-    max_gap_ms: int = Field(2000, gt=0, description="A longer gap starts a new segment.")
+    max_gap_ms: int = Field(
+        2000, gt=0, description="A longer gap in a dense stream is a break windows never cross."
+    )
     keep_empty: bool = Field(False, description="Keep windows with no data at all.")
+    require: list[Literal["sensors", "audio", "image", "text"]] = Field(
+        default_factory=list, description="Drop (and count) windows missing any of these."
+    )
+    audio_subtype: Literal["PCM_16", "FLOAT"] = Field(
+        "PCM_16", description="Sample format of the WAV written into each record."
+    )
+    inline_images: bool = Field(
+        False, description="Copy frame bytes into records (else records keep the path)."
+    )
+    chunk_s: int = Field(60, gt=0, description="Reference time processed at once per asset.")
+    records_per_group: int = Field(64, gt=0, description="Parquet row-group size, in records.")
+    workers: int = Field(2, ge=1, le=256, description="Assets aligned in parallel.")
 
 
 class AllowConfig(_Strict):

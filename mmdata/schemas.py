@@ -4,7 +4,7 @@ The files in the repository's ``schemas/`` folder are these, written by
 ``mmdata schema --write schemas/``; a test fails when they are stale.
 
 >>> sorted(SCHEMAS)
-['manifest', 'pipeline', 'quarantine']
+['manifest', 'pipeline', 'quarantine', 'record']
 >>> json_schema("pipeline")["title"]
 'PipelineConfig'
 """
@@ -12,6 +12,7 @@ The files in the repository's ``schemas/`` folder are these, written by
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,15 @@ from mmdata import atomic
 from mmdata.config import PipelineConfig
 from mmdata.errors import UsageError
 from mmdata.quarantine import QuarantineRow
+from mmdata.records import record_json_schema
 from mmdata.rundir import Manifest
 
-#: name -> (model, file name in schemas/)
-SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
+#: name -> (pydantic model or a function returning the schema, file name in schemas/)
+SCHEMAS: dict[str, tuple[type[BaseModel] | Callable[[], dict[str, Any]], str]] = {
     "pipeline": (PipelineConfig, "pipeline.v1.json"),
     "quarantine": (QuarantineRow, "quarantine.v1.json"),
     "manifest": (Manifest, "manifest.v1.json"),
+    "record": (record_json_schema, "record.v1.json"),
 }
 
 _BASE_ID = "https://mmdata.dev/schemas/"
@@ -40,6 +43,8 @@ def json_schema(name: str) -> dict[str, Any]:
             f"unknown schema {name!r}", hint=f"use one of: {', '.join(sorted(SCHEMAS))}"
         )
     model, filename = SCHEMAS[name]
+    if not isinstance(model, type):
+        return model()
     schema = model.model_json_schema(by_alias=True, mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
