@@ -15,6 +15,8 @@ options, validated by ``mmdata validate``). Reading is specified by the ingest s
 
 from __future__ import annotations
 
+import functools
+import sys
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,9 +40,17 @@ class Connector(Protocol):
 def available() -> dict[str, EntryPoint]:
     """Installed connectors by name (entry points of the ``mmdata.connectors`` group).
 
+    Scanning entry points reads every installed distribution's metadata (milliseconds), so
+    the result is cached per ``sys.path``.
+
     >>> isinstance(available(), dict)
     True
     """
+    return dict(_scan(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _scan(_path: tuple[str, ...]) -> dict[str, EntryPoint]:
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep)
@@ -64,6 +74,12 @@ def load(name: str) -> Any:
             hint=f"use one of: {names}; or install a package that registers it "
             f"under the {ENTRY_POINT_GROUP!r} entry-point group",
         )
+    return _load(name, eps[name])
+
+
+@functools.lru_cache(maxsize=64)
+def _load(name: str, ep: EntryPoint) -> Any:
+    eps = {name: ep}
     try:
         cls = eps[name].load()
     except Exception as err:  # a third-party plugin can fail in any way on import

@@ -87,6 +87,57 @@ Evidence = Literal["events", "ntp_log", "config"]
 _DEFAULT_EVIDENCE: tuple[Evidence, ...] = ("events", "ntp_log", "config")
 
 
+class OnsetConfig(_Strict):
+    """How impulses (hammer taps, claps) are found in vibration and audio (evidence 'events').
+
+    A frame is an onset when its whitened energy stands ``min_snr_db`` above the noise
+    floor (the median frame energy) and ``rise_db`` above the mean of the preceding
+    ``background_ms``; only isolated onsets within ``relative_db`` of the typical strongest
+    ones (the sync taps) are kept, so trains of machine impacts and rattles are ignored.
+    """
+
+    frame_ms: float = Field(1.0, gt=0, le=50, description="Energy frame length.")
+    background_ms: int = Field(200, gt=0, le=10_000, description="Background before an onset.")
+    min_snr_db: float = Field(20.0, ge=0, description="Onset energy above the noise floor.")
+    rise_db: float = Field(12.0, ge=0, description="Onset energy above the preceding background.")
+    relative_db: float = Field(
+        12.0, gt=0, description="Keep onsets within this of the typical strongest ones."
+    )
+    refractory_ms: int = Field(
+        300, gt=0, description="One onset per this span (a tap's ringing is one onset)."
+    )
+    isolation_ms: int = Field(
+        1000,
+        ge=0,
+        description="A sync impulse has no other onset half as strong within +-this (machine "
+        "impacts and rattles come in trains).",
+    )
+    whiten_order: int = Field(
+        16,
+        ge=0,
+        le=64,
+        description="Order of the linear predictor that whitens the signal first (removes hum, "
+        "tones and machine harmonics; 0: only the mean is removed).",
+    )
+
+
+class FlashConfig(_Strict):
+    """How light flashes (an LED sync flash) are found in camera frames (evidence 'events')."""
+
+    min_rise: float = Field(
+        0.15, gt=0, le=10, description="Mean brightness rise over the baseline, as a fraction."
+    )
+    max_duration_ms: int = Field(
+        5000, gt=0, description="A longer bright run is a lighting change, not a flash."
+    )
+    baseline_frames: int = Field(
+        21, ge=3, le=1001, description="Frames in the running-median brightness baseline."
+    )
+    decode_scale: Literal[1, 2, 4, 8] = Field(
+        8, description="JPEGs are decoded at 1/this size (cheap; brightness needs no detail)."
+    )
+
+
 class SyncConfig(_Strict):
     """Clock synchronisation: how each device's clock is mapped to reference time."""
 
@@ -101,6 +152,31 @@ class SyncConfig(_Strict):
     constants: dict[str, ClockConstant] = Field(
         default_factory=dict, description="Per-device constants (evidence 'config')."
     )
+    ntp_logs: dict[str, str] = Field(
+        default_factory=dict,
+        description="NTP/PTP logs per device: device id -> path or glob (evidence 'ntp_log'). "
+        "Key '*' applies to every device, with {device} in the path replaced by its id. "
+        "Relative paths are taken from the working directory.",
+    )
+    plant_clock: str | None = Field(
+        None,
+        description="Device whose own clock is the NTP/PTP server's (plant) clock, e.g. the "
+        "MES server: its NTP model is the identity.",
+    )
+    max_offset_ms: int = Field(
+        10_000, gt=0, description="Sync events are matched across devices within +-this."
+    )
+    max_drift_ppm: float = Field(
+        200.0, gt=0, le=10_000, description="Largest clock drift expected (prior bound)."
+    )
+    match_tolerance_ms: float = Field(
+        10.0, gt=0, description="Matched events may disagree by this (plus their resolution)."
+    )
+    refine: bool = Field(
+        True, description="Refine matched audio/vibration events by cross-correlation."
+    )
+    onsets: OnsetConfig = Field(default_factory=OnsetConfig)
+    flashes: FlashConfig = Field(default_factory=FlashConfig)
 
 
 class WindowConfig(_Strict):

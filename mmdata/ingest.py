@@ -30,7 +30,7 @@ from mmdata.quarantine import QuarantineLog
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
 from mmdata.stitch import finalize_stream
-from mmdata.streams import ItemResult, PartInfo, PartSink, Reject
+from mmdata.streams import ItemResult, JobParts, JobResult, PartInfo, PartSink, Reject
 
 STREAMS_INDEX = "streams.json"
 
@@ -87,6 +87,7 @@ class SourceRun:
     source: IngestSource
     refused: list[Reject] = field(default_factory=list)
     results: list[ItemResult] = field(default_factory=list)
+    parts: list[tuple[str, PartInfo]] = field(default_factory=list)
 
 
 def list_source(source: IngestSource) -> tuple[list[SourceItem], list[Reject]]:
@@ -104,39 +105,65 @@ def list_source(source: IngestSource) -> tuple[list[SourceItem], list[Reject]]:
     return items, refused
 
 
-def read_item(source: IngestSource, item: SourceItem, part_dir: str) -> ItemResult:
-    """Read one item through its connector (runs in a worker process)."""
+def read_items(source: IngestSource, items: list[SourceItem], part_dir: str, job: int) -> JobResult:
+    """Read a batch of consecutive items through their connector (a worker-process job).
+
+    Each item is isolated: a failure quarantines that item and drops only its rows.
+    """
     cls = connectors.load(source.connector)
     ctx = source.context(cls)
     conn = cls(ctx)
     opts = ctx.options
-    sink = PartSink(item, Path(part_dir), dict(getattr(opts, "storage_options", {}) or {}),
-                    int(getattr(opts, "max_file_mb", 4096)) * 1024 * 1024)  # fmt: skip
-    try:
-        conn.read(item, sink)
-    except Exception as err:  # any failure of one item quarantines that item only
-        return sink.abort(err)
-    try:
-        return sink.commit()
-    except Exception as err:
-        return sink.abort(err)
+    storage = dict(getattr(opts, "storage_options", {}) or {})
+    max_bytes = int(getattr(opts, "max_file_mb", 4096)) * 1024 * 1024
+    parts = JobParts(Path(part_dir), job)
+    results = []
+    for item in items:
+        sink = PartSink(item, Path(part_dir), storage, max_bytes)
+        try:
+            conn.read(item, sink)
+            result = sink.commit()
+        except Exception as err:  # any failure of one item quarantines that item only
+            results.append(sink.abort(err))
+            continue
+        if result.parts:  # the item wrote its own parts: keep the batched run contiguous
+            parts.close_run()
+        parts.add(sink)
+        results.append(result)
+    parts.close_run()
+    return JobResult(results, parts.done)
 
 
-def _run_items(
-    jobs: list[tuple[IngestSource, SourceItem, str]],
+def _jobs(items: list[SourceItem], max_items: int = 64, max_bytes: int = 64 << 20) -> list[
+    list[SourceItem]
+]:  # fmt: skip
+    """Consecutive items grouped into jobs of at most ``max_items`` / ``max_bytes``."""
+    jobs: list[list[SourceItem]] = []
+    size = 0
+    for item in items:
+        if not jobs or len(jobs[-1]) >= max_items or size + item.size > max_bytes:
+            jobs.append([])
+            size = 0
+        jobs[-1].append(item)
+        size += item.size
+    return jobs
+
+
+def _run_jobs(
+    jobs: list[tuple[IngestSource, list[SourceItem], str, int]],
     workers: int,
-    on_done: Callable[[ItemResult], None],
-) -> list[ItemResult]:
+    on_done: Callable[[JobResult], None],
+) -> list[JobResult]:
     if workers <= 1 or len(jobs) <= 1:
         results = []
         for job in jobs:
-            r = read_item(*job)
+            r = read_items(*job)
             on_done(r)
             results.append(r)
         return results
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(read_item, *job) for job in jobs]
+        futures = [pool.submit(read_items, *job) for job in jobs]
         out = []
         for f in futures:
             r = f.result()
@@ -164,24 +191,28 @@ def ingest_sources(
     """Ingest ``sources`` into ``out_dir`` (streams/ + streams.json); return the counts."""
     part_root = out_dir / "_parts"
     runs: list[SourceRun] = []
-    jobs: list[tuple[IngestSource, SourceItem, str]] = []
+    jobs: list[tuple[IngestSource, list[SourceItem], str, int]] = []
+    total_items = 0
     for src in sources:
         items, refused = list_source(src)
         runs.append(SourceRun(src, refused))
-        for item in items:
-            jobs.append((src, item, str(part_root / f"s{src.asset_id}-{src.index}")))
+        total_items += len(items)
+        for batch in _jobs(items):
+            jobs.append((src, batch, str(part_root / f"s{src.asset_id}-{src.index}"), len(jobs)))
     done = 0
 
-    def tick(r: ItemResult) -> None:
+    def tick(r: JobResult) -> None:
         nonlocal done
-        done += 1
-        if progress is not None:
-            progress(f"ingest: {Path(r.uri).name}", done, len(jobs))
+        done += len(r.items)
+        if progress is not None and r.items:
+            progress(f"ingest: {Path(r.items[-1].uri).name}", done, total_items)
 
-    results = _run_items(jobs, options.workers, tick)
+    results = _run_jobs(jobs, options.workers, tick)
     by_source = {(r.source.asset_id, r.source.index): r for r in runs}
-    for (src, _, _), res in zip(jobs, results, strict=True):
-        by_source[(src.asset_id, src.index)].results.append(res)
+    for (src, _, _, _), res in zip(jobs, results, strict=True):
+        run = by_source[(src.asset_id, src.index)]
+        run.results.extend(res.items)
+        run.parts.extend(res.parts)
 
     units_in = units_out = quarantined = 0
     index: list[dict[str, Any]] = []
@@ -194,17 +225,18 @@ def ingest_sources(
             units_in += 1
             quarantined += 1
         parts: dict[str, list[PartInfo]] = {}
-        flags: dict[str, dict[str, int]] = {}
-        for res in run.results:
-            units_in += res.units_in
-            for rej in res.rejects:
+        source_flags: dict[str, int] = {}  # item flags apply to the source's streams
+        for item in run.results:
+            units_in += item.units_in
+            for rej in item.rejects:
                 _quarantine(quarantine, rej)
                 quarantined += rej.units
-            for suffix, part in res.parts.items():
+            for suffix, part in item.parts.items():
                 parts.setdefault(suffix, []).append(part)
-                item_flags = flags.setdefault(suffix, {})
-                for k, v in res.flags.items():
-                    item_flags[k] = item_flags.get(k, 0) + v
+            for k, v in item.flags.items():
+                source_flags[k] = source_flags.get(k, 0) + v
+        for suffix, part in run.parts:
+            parts.setdefault(suffix, []).append(part)
         for suffix, plist in sorted(parts.items()):
             sid = stream_id(src.asset_id, src.device_id, suffix)
             path = streams_dir / f"{sid}.parquet"
@@ -229,7 +261,7 @@ def ingest_sources(
                 "rows": stats.rows, "items": len(plist),
                 "ts_min_ns": stats.ts_min_ns, "ts_max_ns": stats.ts_max_ns,
                 "segments": stats.segments,
-                "flags": {**flags.get(suffix, {}), **stats.flags}, "meta": meta,
+                "flags": {**source_flags, **stats.flags}, "meta": meta,
             })  # fmt: skip
     shutil.rmtree(part_root, ignore_errors=True)
     atomic.write_json(out_dir / STREAMS_INDEX, {"schema_version": "mmdata.streams/1",

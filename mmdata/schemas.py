@@ -43,9 +43,10 @@ def json_schema(name: str) -> dict[str, Any]:
             f"unknown schema {name!r}", hint=f"use one of: {', '.join(sorted(SCHEMAS))}"
         )
     model, filename = SCHEMAS[name]
-    if not isinstance(model, type):
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        schema = model.model_json_schema(by_alias=True, mode="validation")
+    else:
         return model()
-    schema = model.model_json_schema(by_alias=True, mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": _BASE_ID + filename,

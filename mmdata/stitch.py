@@ -82,7 +82,17 @@ def attach_source_ref(table: pa.Table, uri: str, sha256: str) -> pa.Table:
 
 
 def _decorate(table: pa.Table, part: PartInfo, header: dict[str, str], seg: np.ndarray) -> pa.Table:
-    table = attach_source_ref(table, part.uri, str(part.meta.get("sha256", "")))
+    if "_uri" in table.column_names:  # a batched part: each row names its own item
+        n = table.num_rows
+        loc = table.column("locator").cast(pa.string()).combine_chunks()
+        ref = pa.StructArray.from_arrays(
+            [table.column("_uri").combine_chunks(), loc, table.column("_sha256").combine_chunks()],
+            fields=list(SOURCE_REF_TYPE),
+        )
+        table = table.drop_columns(["_uri", "_sha256", "locator"]).append_column("source_ref", ref)
+        _ = n
+    else:
+        table = attach_source_ref(table, part.uri, str(part.meta.get("sha256", "")))
     n = table.num_rows
     for i, (name, value) in enumerate(header.items()):
         table = table.add_column(i, name, pa.array([value] * n, pa.string()))
@@ -202,13 +212,15 @@ def _reject_duplicates(
     part: PartInfo,
     stats: StreamStats,
 ) -> None:
-    locs = pf.read(columns=["locator"]).column(0)
-    src_rows = rows if order is None else order[rows]
-    picked = locs.take(pa.array(src_rows)).to_pylist()
-    for i, loc in zip(rows, picked, strict=True):
+    cols = ["locator", "_uri"] if "_uri" in pf.schema_arrow.names else ["locator"]
+    table = pf.read(columns=cols)
+    src_rows = pa.array(rows if order is None else order[rows])
+    picked = table.column("locator").take(src_rows).to_pylist()
+    uris = table.column("_uri").take(src_rows).to_pylist() if "_uri" in cols else None
+    for k, (i, loc) in enumerate(zip(rows, picked, strict=True)):
         stats.rejects.append(Reject(
-            part.uri, loc, f"duplicate timestamp ts_ns={int(s_ts[i])} in its segment; "
-            "the first row was kept", "DuplicateTimestamp",
+            uris[k] if uris else part.uri, loc, f"duplicate timestamp ts_ns={int(s_ts[i])} in "
+            "its segment; the first row was kept", "DuplicateTimestamp",
         ))  # fmt: skip
     stats.bump("duplicates", len(rows))
 

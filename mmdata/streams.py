@@ -49,6 +49,14 @@ class PartInfo:
 
 
 @dataclass
+class JobResult:
+    """What reading a batch of consecutive items produced."""
+
+    items: list[ItemResult]
+    parts: list[tuple[str, PartInfo]]  # (stream suffix, part)
+
+
+@dataclass
 class ItemResult:
     """What reading one item produced."""
 
@@ -79,8 +87,13 @@ def _open(uri: str, storage_options: dict[str, Any]) -> IO[bytes]:
     return open(uri.removeprefix("file://"), "rb")
 
 
+#: An item whose emitted rows exceed this many bytes writes its own part file as it goes;
+#: smaller items are batched with their neighbours into one part per job.
+SPILL_BYTES = 16 << 20
+
+
 class PartSink:
-    """The :class:`~connectors.base.ItemSink` of the ingest stage."""
+    """The :class:`~connectors.base.ItemSink` of the ingest stage (one item)."""
 
     def __init__(
         self, item: SourceItem, part_dir: Path, storage_options: dict[str, Any], max_bytes: int
@@ -91,10 +104,17 @@ class PartSink:
         self._max_bytes = max_bytes
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._schemas: dict[str, pa.Schema] = {}
+        self._pending: dict[str, list[pa.Table]] = {}
+        self._pending_bytes = 0
+        self._modality: dict[str, str] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._rows: dict[str, int] = {}
+        self._paths: dict[str, Path] = {}
         self._sha: str | None = None
         self._local: str | None = None
         self._tmp_local: str | None = None
         self.result = ItemResult(item.uri, item.seq)
+        self.tables: dict[str, pa.Table] = {}  # small outputs, kept in memory after commit
 
     # --- reading -----------------------------------------------------------------------
     def open(self) -> IO[bytes]:
@@ -114,6 +134,7 @@ class PartSink:
         if not is_remote(self.item.uri):
             return self.item.uri.removeprefix("file://")
         if self._local is None:
+            self._dir.mkdir(parents=True, exist_ok=True)
             suffix = Path(self.item.uri).suffix
             fd, tmp = tempfile.mkstemp(suffix=suffix, dir=self._dir)
             with os.fdopen(fd, "wb") as out, self.open() as src:
@@ -140,21 +161,36 @@ class PartSink:
                 raise TypeError(f"connector emitted rows without a {col!r} column")
         if rows.schema.field("ts_ns").type != pa.int64():
             raise TypeError("ts_ns must be int64 nanoseconds")
-        if suffix not in self._writers:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            path = self._dir / f"{_safe(suffix)}.{self.item.seq:08d}.parquet"
+        if suffix not in self._schemas:
             self._schemas[suffix] = rows.schema
-            self._writers[suffix] = pq.ParquetWriter(path, rows.schema, compression="zstd")
-            self.result.parts[suffix] = PartInfo(
-                str(path), self.item.uri, 0, modality, dict(meta or {}), self.item.seq
-            )
+            self._modality[suffix] = modality
+            self._meta[suffix] = {}
+            self._rows[suffix] = 0
         elif rows.schema != self._schemas[suffix]:
             rows = rows.select(self._schemas[suffix].names).cast(self._schemas[suffix])
         if meta:
-            self.result.parts[suffix].meta.update(meta)
-        self._writers[suffix].write_table(rows)
-        self.result.parts[suffix].rows += rows.num_rows
+            self._meta[suffix].update(meta)
+        self._rows[suffix] += rows.num_rows
         self.result.units_out += rows.num_rows
+        if suffix in self._writers:
+            self._writers[suffix].write_table(rows)
+            return
+        self._pending.setdefault(suffix, []).append(rows)
+        self._pending_bytes += rows.nbytes
+        if self._pending_bytes > SPILL_BYTES:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        for suffix, tables in self._pending.items():
+            if suffix not in self._writers:
+                path = self._dir / f"{_safe(suffix)}.item{self.item.seq:08d}.parquet"
+                self._paths[suffix] = path
+                self._writers[suffix] = pq.ParquetWriter(path, self._schemas[suffix],
+                                                         compression="zstd")  # fmt: skip
+            for t in tables:
+                self._writers[suffix].write_table(t)
+        self._pending, self._pending_bytes = {}, 0
 
     def reject(
         self, locator: str, reason: str, *, error_class: str = "InputDataError", units: int = 1
@@ -166,7 +202,9 @@ class PartSink:
 
     # --- end of item -------------------------------------------------------------------
     def commit(self) -> ItemResult:
-        """Close the parts; check that every unit is accounted for."""
+        """Finish the item: spilled parts closed, small outputs kept in ``tables``."""
+        if self._writers:
+            self._spill()  # an item that spilled keeps all its rows in its own parts
         for w in self._writers.values():
             w.close()
         self._cleanup_local()
@@ -179,17 +217,33 @@ class PartSink:
                                     missing))  # fmt: skip
         elif missing < 0:
             r.units_in -= missing  # emitted more rows than declared: count what was seen
-        sha = self._sha or sha256_file(r.uri, self._storage)
-        for part in r.parts.values():
-            part.meta["sha256"] = sha
+        self._sha = self._sha or sha256_file(r.uri, self._storage)
+        for suffix, path in self._paths.items():
+            meta = {**self._meta[suffix], "sha256": self._sha}
+            r.parts[suffix] = PartInfo(str(path), r.uri, self._rows[suffix],
+                                       self._modality[suffix], meta, r.seq)  # fmt: skip
+        for suffix, tables in self._pending.items():
+            self.tables[suffix] = pa.concat_tables(tables)
+        self._pending = {}
         return r
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the item (after commit)."""
+        return self._sha or ""
+
+    def stream_info(self, suffix: str) -> tuple[str, dict[str, Any]]:
+        """Modality and metadata of a stream this item emitted."""
+        return self._modality[suffix], self._meta[suffix]
 
     def abort(self, err: BaseException) -> ItemResult:
         """Drop everything the item emitted; quarantine the whole item."""
-        for suffix, w in self._writers.items():
+        for w in self._writers.values():
             with contextlib.suppress(Exception):
                 w.close()
-            Path(self.result.parts[suffix].path).unlink(missing_ok=True)
+        for path in self._paths.values():
+            path.unlink(missing_ok=True)
+        self._pending, self.tables = {}, {}
         self._cleanup_local()
         reason = str(err) or type(err).__name__
         cls = type(err).__name__
@@ -200,6 +254,53 @@ class PartSink:
         if self._tmp_local:
             Path(self._tmp_local).unlink(missing_ok=True)
             self._tmp_local = None
+
+
+class JobParts:
+    """Batches the small outputs of a job's consecutive items into shared part files.
+
+    Rows keep their item in ``_uri`` / ``_sha256`` columns. A part holds a contiguous run of
+    items; an item with its own (spilled) part closes the run, so stitching in ``seq``
+    order keeps the listing order.
+    """
+
+    def __init__(self, part_dir: Path, job: int) -> None:
+        self.dir = part_dir
+        self.job = job
+        self.run = 0
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.infos: dict[str, PartInfo] = {}
+        self.done: list[tuple[str, PartInfo]] = []
+
+    def add(self, sink: PartSink) -> None:
+        """Append a committed item's in-memory outputs."""
+        for suffix, table in sink.tables.items():
+            n = table.num_rows
+            table = table.append_column("_uri", pa.array([sink.item.uri] * n, pa.string()))
+            table = table.append_column("_sha256", pa.array([sink.sha256] * n, pa.string()))
+            modality, meta = sink.stream_info(suffix)
+            if suffix not in self.writers:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                path = self.dir / f"{_safe(suffix)}.job{self.job:06d}.{self.run:04d}.parquet"
+                self.writers[suffix] = pq.ParquetWriter(path, table.schema, compression="zstd")
+                self.infos[suffix] = PartInfo(str(path), sink.item.uri, 0, modality, {},
+                                              sink.item.seq)  # fmt: skip
+            elif table.schema != self.writers[suffix].schema:
+                table = table.select(self.writers[suffix].schema.names).cast(
+                    self.writers[suffix].schema
+                )
+            self.writers[suffix].write_table(table)
+            self.infos[suffix].rows += n
+            self.infos[suffix].meta.update(meta)
+        sink.tables = {}
+
+    def close_run(self) -> None:
+        """Close the current parts (before an item with its own part, or at the end)."""
+        for suffix, w in self.writers.items():
+            w.close()
+            self.done.append((suffix, self.infos[suffix]))
+        self.writers, self.infos = {}, {}
+        self.run += 1
 
 
 def _safe(name: str) -> str:
