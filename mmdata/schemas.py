@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -46,7 +46,7 @@ def json_schema(name: str) -> dict[str, Any]:
     if isinstance(model, type) and issubclass(model, BaseModel):
         schema = model.model_json_schema(by_alias=True, mode="validation")
     else:
-        return model()
+        return cast(Callable[[], dict[str, Any]], model)()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": _BASE_ID + filename,
