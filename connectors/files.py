@@ -17,6 +17,7 @@ import fnmatch
 import glob
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,19 +104,28 @@ def list_source_files(
         raise InputDataError(f"source path {path!r} does not exist", hint="check the path")
 
     seq = 0
+    root_prefix = str(root_real).rstrip(os.sep) + os.sep
+    real_dirs: dict[str, str] = {}  # realpath of each parent folder, resolved once
     for cand in candidates:
         uri = os.path.abspath(cand)
-        if os.path.islink(cand) and not options.follow_symlinks:
-            yield uri, "symlink not followed (set follow_symlinks: true to allow)"
-            continue
-        real = Path(cand).resolve()
-        if not real.is_relative_to(root_real):
+        st = os.lstat(cand)
+        if stat.S_ISLNK(st.st_mode):
+            if not options.follow_symlinks:
+                yield uri, "symlink not followed (set follow_symlinks: true to allow)"
+                continue
+            real = os.path.realpath(cand)
+            st = os.stat(real) if os.path.exists(real) else st
+        else:
+            parent, name = os.path.split(uri)
+            if parent not in real_dirs:
+                real_dirs[parent] = os.path.realpath(parent)
+            real = os.path.join(real_dirs[parent], name)
+        if not (real + os.sep).startswith(root_prefix) and real != str(root_real):
             yield uri, f"path resolves outside the source root {str(root_real)!r}"
             continue
-        if not real.is_file():
+        if not stat.S_ISREG(st.st_mode):
             yield uri, "not a regular file"
             continue
-        st = real.stat()
         if st.st_size == 0:
             yield uri, "zero-byte file"
             continue

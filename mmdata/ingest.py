@@ -179,6 +179,7 @@ class IngestOptions:
     workers: int = 2
     clock_jump_ms: int = 1000
     row_group_mb: int = 32
+    parallel_min_mb: int = 64
 
 
 def ingest_sources(
@@ -207,7 +208,10 @@ def ingest_sources(
         if progress is not None and r.items:
             progress(f"ingest: {Path(r.items[-1].uri).name}", done, total_items)
 
-    results = _run_jobs(jobs, options.workers, tick)
+    # Starting worker processes costs about half a second: not worth it for small inputs.
+    total_bytes = sum(i.size for _, batch, _, _ in jobs for i in batch)
+    workers = options.workers if total_bytes > options.parallel_min_mb * 1024 * 1024 else 1
+    results = _run_jobs(jobs, workers, tick)
     by_source = {(r.source.asset_id, r.source.index): r for r in runs}
     for (src, _, _, _), res in zip(jobs, results, strict=True):
         run = by_source[(src.asset_id, src.index)]

@@ -261,45 +261,44 @@ class JobParts:
 
     Rows keep their item in ``_uri`` / ``_sha256`` columns. A part holds a contiguous run of
     items; an item with its own (spilled) part closes the run, so stitching in ``seq``
-    order keeps the listing order.
+    order keeps the listing order. Tables are buffered and written once per run, so a
+    thousand one-row items make one row group, not a thousand.
     """
 
     def __init__(self, part_dir: Path, job: int) -> None:
         self.dir = part_dir
         self.job = job
         self.run = 0
-        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.tables: dict[str, list[pa.Table]] = {}
         self.infos: dict[str, PartInfo] = {}
         self.done: list[tuple[str, PartInfo]] = []
 
     def add(self, sink: PartSink) -> None:
-        """Append a committed item's in-memory outputs."""
+        """Take a committed item's in-memory outputs."""
         for suffix, table in sink.tables.items():
             n = table.num_rows
             table = table.append_column("_uri", pa.array([sink.item.uri] * n, pa.string()))
             table = table.append_column("_sha256", pa.array([sink.sha256] * n, pa.string()))
             modality, meta = sink.stream_info(suffix)
-            if suffix not in self.writers:
-                self.dir.mkdir(parents=True, exist_ok=True)
+            if suffix not in self.infos:
                 path = self.dir / f"{_safe(suffix)}.job{self.job:06d}.{self.run:04d}.parquet"
-                self.writers[suffix] = pq.ParquetWriter(path, table.schema, compression="zstd")
                 self.infos[suffix] = PartInfo(str(path), sink.item.uri, 0, modality, {},
                                               sink.item.seq)  # fmt: skip
-            elif table.schema != self.writers[suffix].schema:
-                table = table.select(self.writers[suffix].schema.names).cast(
-                    self.writers[suffix].schema
-                )
-            self.writers[suffix].write_table(table)
+                self.tables[suffix] = []
+            self.tables[suffix].append(table)
             self.infos[suffix].rows += n
             self.infos[suffix].meta.update(meta)
         sink.tables = {}
 
     def close_run(self) -> None:
-        """Close the current parts (before an item with its own part, or at the end)."""
-        for suffix, w in self.writers.items():
-            w.close()
-            self.done.append((suffix, self.infos[suffix]))
-        self.writers, self.infos = {}, {}
+        """Write the current run's parts (before an item with its own part, or at the end)."""
+        for suffix, tables in self.tables.items():
+            info = self.infos[suffix]
+            self.dir.mkdir(parents=True, exist_ok=True)
+            whole = pa.concat_tables(tables, promote_options="permissive")
+            pq.write_table(whole, info.path, compression="zstd")
+            self.done.append((suffix, info))
+        self.tables, self.infos = {}, {}
         self.run += 1
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import math
 import shutil
@@ -22,6 +23,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from connectors.imageheader import exif_time_ns, read_header
 from mmdata.bench import BenchOptions, BenchResult, workload
 from mmdata.ingest import IngestOptions, IngestSource, ingest_sources
 from mmdata.quarantine import QuarantineLog
@@ -116,21 +118,42 @@ def bench_images(options: BenchOptions, scratch: Path) -> BenchResult:
     _make_frames(src_dir, n)
     source = IngestSource("bench", "cam", 0, "camera", str(src_dir), {"timestamp": {"exif": True}})
 
+    files = sorted(src_dir.glob("*.jpg"))
+
     def baseline() -> None:
         rows = []
-        for p in sorted(src_dir.glob("*.jpg")):
-            with Image.open(p) as im:
+        for p in files:
+            data = p.read_bytes()  # the same job: the references carry the file's sha256
+            with Image.open(io.BytesIO(data)) as im:
                 ifd = im.getexif().get_ifd(0x8769)
-                rows.append((p.name, im.size, ifd.get(0x9003), ifd.get(0x9291), ifd.get(0x9011)))
+                rows.append((p.name, im.size, ifd.get(0x9003), ifd.get(0x9291), ifd.get(0x9011),
+                             hashlib.sha256(data).hexdigest()))  # fmt: skip
         if len(rows) != n:
             raise RuntimeError("baseline missed files")
+
+    def header_only(parse: Callable[[bytes], object]) -> float:
+        blobs = [p.read_bytes() for p in files]
+        t0 = time.perf_counter()
+        for b in blobs:
+            parse(b)
+        return time.perf_counter() - t0
+
+    def pil_header(b: bytes) -> object:
+        with Image.open(io.BytesIO(b)) as im:
+            return im.size, im.getexif().get_ifd(0x8769).get(0x9003)
+
+    def our_header(b: bytes) -> object:
+        head = read_header(b)
+        exif = head.exif()
+        return head.width, exif_time_ns(exif, None) if exif else None
 
     t_ours = _best(options.repeat, lambda: _ingest(source, scratch / "ours"))
     t_base = _best(options.repeat, baseline)
     return BenchResult(
         workload="ingest-images", metric="image files indexed per second", unit="files/s",
         mmdata=n / t_ours, baseline=n / t_base,
-        baseline_name="PIL Image.open + size + getexif per file (no hashing)",
+        baseline_name="PIL Image.open + size + getexif + sha256, file by file",
         details={"files": n, "seconds_mmdata": t_ours, "seconds_baseline": t_base,
-                 "workers": 2, "mmdata_also_hashes": "sha256 of every file"},
+                 "header_parse_speedup_vs_pil": header_only(pil_header) / header_only(our_header),
+                 "note": "both read and hash every file; the header parse alone is the ratio above"},
     )  # fmt: skip
