@@ -69,7 +69,13 @@ class RayConfig(_Strict):
 class IngestConfig(_Strict):
     """How ingest runs and what it treats as a clock jump."""
 
-    workers: int = Field(2, ge=1, le=256, description="Worker processes reading items.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Worker processes reading items (used for inputs over 256 MB; the CSV "
+        "and Parquet readers already use every core).",
+    )
     clock_jump_ms: int = Field(
         1000, gt=0, description="A backward time step larger than this starts a new segment."
     )
@@ -98,7 +104,7 @@ class OnsetConfig(_Strict):
 
     frame_ms: float = Field(1.0, gt=0, le=50, description="Energy frame length.")
     background_ms: int = Field(200, gt=0, le=10_000, description="Background before an onset.")
-    min_snr_db: float = Field(20.0, ge=0, description="Onset energy above the noise floor.")
+    min_snr_db: float = Field(12.0, ge=0, description="Onset energy above the noise floor.")
     rise_db: float = Field(12.0, ge=0, description="Onset energy above the preceding background.")
     relative_db: float = Field(
         12.0, gt=0, description="Keep onsets within this of the typical strongest ones."
@@ -111,6 +117,12 @@ class OnsetConfig(_Strict):
         ge=0,
         description="A sync impulse has no other onset half as strong within +-this (machine "
         "impacts and rattles come in trains).",
+    )
+    adapt_ms: int = Field(
+        2000,
+        gt=0,
+        description="The whitening filter and the noise floor are re-estimated this often "
+        "(machines start and stop).",
     )
     whiten_order: int = Field(
         16,

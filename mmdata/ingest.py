@@ -176,10 +176,10 @@ def _run_jobs(
 class IngestOptions:
     """Engine knobs of the ingest stage."""
 
-    workers: int = 2
+    workers: int = 1
     clock_jump_ms: int = 1000
     row_group_mb: int = 32
-    parallel_min_mb: int = 64
+    parallel_min_mb: int = 256
 
 
 def ingest_sources(

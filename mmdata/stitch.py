@@ -71,10 +71,10 @@ def _order_part(
 
 def attach_source_ref(table: pa.Table, uri: str, sha256: str) -> pa.Table:
     """Replace a part's ``locator`` column by the ``source_ref`` struct."""
-    n = table.num_rows
+    zeros = np.zeros(table.num_rows, np.int32)
     ref = pa.StructArray.from_arrays(
-        [pa.array([uri] * n, pa.string()), table.column("locator").cast(pa.string())
-         .combine_chunks(), pa.array([sha256] * n, pa.string())],
+        [pa.array([uri], pa.string()).take(zeros), table.column("locator").cast(pa.string())
+         .combine_chunks(), pa.array([sha256], pa.string()).take(zeros)],
         fields=list(SOURCE_REF_TYPE),
     )  # fmt: skip
     idx = table.column_names.index("locator")
@@ -93,9 +93,9 @@ def _decorate(table: pa.Table, part: PartInfo, header: dict[str, str], seg: np.n
         _ = n
     else:
         table = attach_source_ref(table, part.uri, str(part.meta.get("sha256", "")))
-    n = table.num_rows
+    zeros = np.zeros(table.num_rows, np.int32)
     for i, (name, value) in enumerate(header.items()):
-        table = table.add_column(i, name, pa.array([value] * n, pa.string()))
+        table = table.add_column(i, name, pa.array([value], pa.string()).take(zeros))
     at = table.column_names.index("ts_ns") + 1
     return table.add_column(at, "segment", pa.array(seg, pa.int32()))
 
@@ -117,7 +117,12 @@ class _GroupedWriter:
         if self.writer is None:
             per_row = max(1, table.nbytes // table.num_rows)
             self.rows_per_group = max(1024, self.row_group_bytes // per_row)
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            # Dictionary-encode only the repeated columns: per-row locators are unique.
+            self.writer = pq.ParquetWriter(
+                self.path, table.schema, compression="zstd", compression_level=1,
+                use_dictionary=["stream_id", "device_id", "source_ref.uri", "source_ref.sha256"],
+                write_statistics=["ts_ns", "segment"],
+            )  # fmt: skip
         self.buffer.append(table)
         self.buffered += table.num_rows
         if self.buffered >= self.rows_per_group:
@@ -135,15 +140,16 @@ class _GroupedWriter:
             self.writer.close()
 
 
-def _batches(pf: pq.ParquetFile, order: np.ndarray | None) -> Iterator[tuple[int, pa.Table]]:
-    """(offset, table) in sorted order: streamed when in order, whole part when not."""
-    if order is None:
-        offset = 0
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS):
-            yield offset, pa.Table.from_batches([batch])
-            offset += batch.num_rows
-    else:
-        yield 0, pf.read().take(pa.array(order))
+def _batches(part: pa.Table, order: np.ndarray | None) -> Iterator[tuple[int, pa.Table]]:
+    """(offset, slice) in sorted order: zero-copy slices of the memory-mapped part."""
+    table = part if order is None else part.take(pa.array(order))
+    for offset in range(0, table.num_rows, _BATCH_ROWS):
+        yield offset, table.slice(offset, _BATCH_ROWS)
+
+
+def _read_part(path: str) -> pa.Table:
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def finalize_stream(
@@ -160,8 +166,8 @@ def finalize_stream(
     segment, prev_last, overlap = 0, None, False
     try:
         for part in sorted(parts, key=lambda p: p.seq):
-            pf = pq.ParquetFile(part.path)
-            ts = pf.read(columns=["ts_ns"]).column(0).to_numpy()
+            pf = _read_part(part.path)
+            ts = pf.column("ts_ns").to_numpy()
             if ts.size == 0:
                 continue
             seg, order, jumps, disorder = _order_part(ts, segment, prev_last, clock_jump_ns)
@@ -205,15 +211,15 @@ def finalize_stream(
 
 
 def _reject_duplicates(
-    pf: pq.ParquetFile,
+    pf: pa.Table,
     order: np.ndarray | None,
     rows: np.ndarray,
     s_ts: np.ndarray,
     part: PartInfo,
     stats: StreamStats,
 ) -> None:
-    cols = ["locator", "_uri"] if "_uri" in pf.schema_arrow.names else ["locator"]
-    table = pf.read(columns=cols)
+    cols = ["locator", "_uri"] if "_uri" in pf.column_names else ["locator"]
+    table = pf.select(cols)
     src_rows = pa.array(rows if order is None else order[rows])
     picked = table.column("locator").take(src_rows).to_pylist()
     uris = table.column("_uri").take(src_rows).to_pylist() if "_uri" in cols else None

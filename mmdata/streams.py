@@ -1,5 +1,7 @@
 """The ingest sink: what a connector writes while reading one item.
 
+Part files are temporary Arrow IPC files (uncompressed, memory-mapped when stitched).
+
 A connector reads one item into a :class:`PartSink`, which writes each stream's rows to a
 part file for that item. Only when the item completes are its parts kept; a failed item
 leaves nothing and is quarantined whole. :mod:`mmdata.stitch` then stitches a stream's
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from connectors.base import Modality, SourceItem
 from connectors.files import is_remote
@@ -102,7 +104,7 @@ class PartSink:
         self._dir = part_dir
         self._storage = storage_options
         self._max_bytes = max_bytes
-        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._writers: dict[str, pa.ipc.RecordBatchFileWriter] = {}
         self._schemas: dict[str, pa.Schema] = {}
         self._pending: dict[str, list[pa.Table]] = {}
         self._pending_bytes = 0
@@ -184,10 +186,9 @@ class PartSink:
         self._dir.mkdir(parents=True, exist_ok=True)
         for suffix, tables in self._pending.items():
             if suffix not in self._writers:
-                path = self._dir / f"{_safe(suffix)}.item{self.item.seq:08d}.parquet"
+                path = self._dir / f"{_safe(suffix)}.item{self.item.seq:08d}.arrow"
                 self._paths[suffix] = path
-                self._writers[suffix] = pq.ParquetWriter(path, self._schemas[suffix],
-                                                         compression="zstd")  # fmt: skip
+                self._writers[suffix] = pa.ipc.new_file(str(path), self._schemas[suffix])
             for t in tables:
                 self._writers[suffix].write_table(t)
         self._pending, self._pending_bytes = {}, 0
@@ -276,17 +277,17 @@ class JobParts:
     def add(self, sink: PartSink) -> None:
         """Take a committed item's in-memory outputs."""
         for suffix, table in sink.tables.items():
-            n = table.num_rows
-            table = table.append_column("_uri", pa.array([sink.item.uri] * n, pa.string()))
-            table = table.append_column("_sha256", pa.array([sink.sha256] * n, pa.string()))
+            zeros = np.zeros(table.num_rows, np.int32)
+            table = table.append_column("_uri", pa.array([sink.item.uri]).take(zeros))
+            table = table.append_column("_sha256", pa.array([sink.sha256]).take(zeros))
             modality, meta = sink.stream_info(suffix)
             if suffix not in self.infos:
-                path = self.dir / f"{_safe(suffix)}.job{self.job:06d}.{self.run:04d}.parquet"
+                path = self.dir / f"{_safe(suffix)}.job{self.job:06d}.{self.run:04d}.arrow"
                 self.infos[suffix] = PartInfo(str(path), sink.item.uri, 0, modality, {},
                                               sink.item.seq)  # fmt: skip
                 self.tables[suffix] = []
             self.tables[suffix].append(table)
-            self.infos[suffix].rows += n
+            self.infos[suffix].rows += table.num_rows
             self.infos[suffix].meta.update(meta)
         sink.tables = {}
 
@@ -295,11 +296,16 @@ class JobParts:
         for suffix, tables in self.tables.items():
             info = self.infos[suffix]
             self.dir.mkdir(parents=True, exist_ok=True)
-            whole = pa.concat_tables(tables, promote_options="permissive")
-            pq.write_table(whole, info.path, compression="zstd")
+            write_part(info.path, pa.concat_tables(tables, promote_options="permissive"))
             self.done.append((suffix, info))
         self.tables, self.infos = {}, {}
         self.run += 1
+
+
+def write_part(path: Path | str, table: pa.Table) -> None:
+    """Write a part file (Arrow IPC) as the stitcher expects it."""
+    with pa.ipc.new_file(str(path), table.schema) as w:
+        w.write_table(table)
 
 
 def _safe(name: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmdata.cli import main
+from mmdata.rundir import StageCounts
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -62,7 +63,7 @@ def pipeline_yaml(tmp_path: Path) -> Path:
 class Ingested:
     """What ingesting one source produced, read back from disk."""
 
-    counts: object  # StageCounts
+    counts: StageCounts
     streams: dict  # suffix -> pyarrow.Table (the finalized stream)
     index: dict  # suffix -> stream index entry
     quarantine: list  # QuarantineRow

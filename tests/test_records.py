@@ -17,8 +17,10 @@ def _agrees(arrow: pa.DataType, js: dict) -> bool:
     kinds = set(js["type"]) - {"null"}
     if pa.types.is_struct(arrow):
         names = [arrow.field(i).name for i in range(arrow.num_fields)]
-        return kinds == {"object"} and list(js["properties"]) == names and all(
-            _agrees(arrow.field(i).type, js["properties"][n]) for i, n in enumerate(names)
+        return (
+            kinds == {"object"}
+            and list(js["properties"]) == names
+            and all(_agrees(arrow.field(i).type, js["properties"][n]) for i, n in enumerate(names))
         )
     if pa.types.is_list(arrow):
         return kinds == {"array"} and _agrees(arrow.value_type, js["items"])
@@ -60,7 +62,8 @@ def _record(i: int, channels: int, n: int) -> dict:
         "sensors": [{"stream_id": "a.acc.accel", "device_id": "acc", "sample_rate": 5000.0,
                      "channels": [f"c{k}" for k in range(channels)], "first_ts_ns": i,
                      "n_samples": n,
-                     "values": [np.arange(n, dtype=np.float32) + 100 * k for k in range(channels)]}],
+                     "values": [np.arange(n, dtype=np.float32) + 100 * k
+                                for k in range(channels)]}],
         "audio": None, "audio_info": None, "image": None, "frames": [], "text": [],
         "labels": [], "coverage": {"sensors": 1.0, "audio": 0.0, "image": 0.0, "text": 0.0},
         "flags": {"gap": False, "stale": False, "clock_uncertain": False,

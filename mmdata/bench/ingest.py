@@ -57,7 +57,7 @@ def _make_csvs(folder: Path, files: int, rows: int) -> int:
 
 def _ingest(source: IngestSource, out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
-    counts = ingest_sources([source], out, QuarantineLog("ingest"), IngestOptions(workers=2))
+    counts = ingest_sources([source], out, QuarantineLog("ingest"), IngestOptions())
     if counts.quarantined or not counts.reconciles():
         raise RuntimeError(f"bench input was not ingested cleanly: {counts}")
 
@@ -88,7 +88,7 @@ def bench_csv(options: BenchOptions, scratch: Path) -> BenchResult:
         mmdata=mb / t_ours, baseline=mb / t_base,
         baseline_name="pandas read_csv + to_parquet, file by file",
         details={"files": 8, "rows_per_file": rows, "megabytes": round(mb, 1),
-                 "seconds_mmdata": t_ours, "seconds_baseline": t_base, "workers": 2},
+                 "seconds_mmdata": t_ours, "seconds_baseline": t_base},
     )  # fmt: skip
 
 
