@@ -3,8 +3,8 @@
 A connector lists *items* (usually files) of one configured source and reads each item into
 rows of one or more *streams* through an :class:`ItemSink`. Every row carries ``ts_ns``
 (int64 device time) and a ``locator`` (where in the item it came from: "row 17",
-"frame 3", "samples 0-15999"); the sink adds ``stream_id``, ``device_id``, ``segment`` and
-``source_ref`` (uri, locator, sha256 of the item).
+"frame 3", "samples 0-15999"); ingest adds ``stream_id``, ``device_id``, ``segment`` and the
+provenance columns ``source_uri``, ``source_locator``, ``source_sha256`` (of the item).
 
 Bad input never stops a run:
 

@@ -17,7 +17,7 @@ Options:
     ``{exif: true, filename: ..., fallback: filename}`` the other way round. Frames timed
     by the fallback are counted in the flag ``timestamp_fallback``.
 * ``inline`` (default false): put the file bytes in the ``bytes`` column; otherwise the
-  frame stays a reference (``source_ref`` = path + sha256, added by the ingest sink).
+  frame stays a reference (``source_uri`` + ``source_sha256``, added by ingest).
 * ``max_pixels`` (default 178,956,970, Pillow's decompression-bomb limit): larger images
   are quarantined.
 

@@ -1,7 +1,8 @@
 """Video files (MP4, MKV, AVI, MOV): one row per frame with its exact device time.
 
-Frames stay in the file as references (``source_ref`` = path + sha256 + ``frame N``); this
-connector only works out *when* each frame was taken, exactly, in int64 nanoseconds:
+Frames stay in the file as references (``source_uri`` + ``source_sha256`` +
+``source_locator`` = ``frame N``); this connector only works out *when* each frame was
+taken, exactly, in int64 nanoseconds:
 
 * PyAV demuxes the video stream without decoding: exact packet pts (in the stream's
   time base), the stream's start offset, codec, size and container metadata. Frame ``N`` is

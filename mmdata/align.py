@@ -36,7 +36,8 @@ from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run
 from mmdata.timebase import NS_PER_MS, NS_PER_S, ClockModel
 from mmdata.windows import find_breaks, plan_windows
 
-_HEADER = ("stream_id", "device_id", "ts_ns", "segment", "source_ref")
+_HEADER = ("stream_id", "device_id", "ts_ns", "segment", "source_uri", "source_locator",
+           "source_sha256")  # fmt: skip
 _DENSE = ("sensor", "audio")
 
 
@@ -69,12 +70,21 @@ class StreamReader:
     def modality(self) -> str:
         return str(self.entry["modality"])
 
+    def columns(self) -> list[str] | None:
+        """Columns the aligner needs: dense streams skip their per-row locators."""
+        if self.modality not in _DENSE:
+            return None
+        names = pq.read_schema(self.path).names
+        return [n for n in names if n not in ("stream_id", "device_id", "source_locator")]
+
     def read(self, dev_lo: int, dev_hi: int) -> pa.Table:
         """Rows with device time in ``[dev_lo, dev_hi)`` (row groups pruned by statistics)."""
         groups = [i for i, (a, b) in enumerate(self._bounds) if b >= dev_lo and a < dev_hi]
+        cols = self.columns()
         if not groups:
-            return pq.read_schema(self.path).empty_table()
-        table = pq.ParquetFile(self.path).read_row_groups(groups)
+            empty = pq.read_schema(self.path).empty_table()
+            return empty.select(cols) if cols else empty
+        table = pq.ParquetFile(self.path).read_row_groups(groups, columns=cols)
         ts = table.column("ts_ns")
         mask = pc.and_(pc.greater_equal(ts, dev_lo), pc.less(ts, dev_hi))
         return table.filter(mask)
@@ -89,6 +99,9 @@ class Chunk:
     table: pa.Table
     uri_codes: np.ndarray | None = None
     uris: list[str] = field(default_factory=list)
+    shas: dict[int, str] = field(default_factory=dict)
+    dev_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    locators: pa.ChunkedArray | None = None
 
 
 @dataclass
@@ -108,9 +121,18 @@ def _sorted_chunk(reader: StreamReader, table: pa.Table, ref_ts: np.ndarray) -> 
         table, ref_ts = table.take(pa.array(order)), ref_ts[order]
     chunk = Chunk(reader, ref_ts, table)
     if table.num_rows:
-        enc = pc.dictionary_encode(table.column("source_ref").combine_chunks().field("uri"))
-        chunk.uri_codes = enc.indices.to_numpy(zero_copy_only=False)
-        chunk.uris = enc.dictionary.to_pylist()
+        uri = table.column("source_uri").unify_dictionaries()
+        chunk.uri_codes = np.concatenate([c.indices.to_numpy() for c in uri.chunks])
+        chunk.uris = uri.chunks[0].dictionary.to_pylist()
+        sha = table.column("source_sha256").unify_dictionaries()
+        sha_codes = np.concatenate([c.indices.to_numpy() for c in sha.chunks])
+        sha_values = sha.chunks[0].dictionary.to_pylist()
+        _, where = np.unique(chunk.uri_codes, return_index=True)
+        first = {int(chunk.uri_codes[i]): int(i) for i in where}
+        chunk.shas = {code: sha_values[int(sha_codes[i])] for code, i in first.items()}
+        chunk.dev_ts = table.column("ts_ns").to_numpy()
+        if "source_locator" in table.column_names:
+            chunk.locators = table.column("source_locator")
     return chunk
 
 
@@ -130,26 +152,26 @@ def _audio_frames(table: pa.Table) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 
 def _provenance(chunk: Chunk, i0: int, i1: int, sid: str) -> list[dict[str, Any]]:
+    """Provenance of rows [i0, i1): one entry per item, with row locators when the stream
+    keeps them in memory (sparse streams) or the device-time range (dense streams)."""
     if i1 <= i0 or chunk.uri_codes is None:
         return []
     codes = chunk.uri_codes[i0:i1]
     cuts = np.flatnonzero(np.diff(codes)) + 1
-    starts = np.concatenate([[0], cuts]) + i0
-    ends = np.concatenate([cuts, [i1 - i0]]) + i0 - 1
-    locs = chunk.table.column("source_ref").combine_chunks().field("locator")
-    shas = chunk.table.column("source_ref").combine_chunks().field("sha256")
+    starts = (np.concatenate([[0], cuts]) + i0).tolist()
+    ends = (np.concatenate([cuts, [i1 - i0]]) + i0 - 1).tolist()
     out = []
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        la, lb = locs[a].as_py(), locs[b].as_py()
-        out.append(
-            {
-                "stream_id": sid,
-                "uri": chunk.uris[int(chunk.uri_codes[a])],
-                "locator": la if a == b else f"{la} … {lb}",
-                "sha256": shas[a].as_py(),
-            }
-        )
-    return out  # fmt: skip
+    for a, b in zip(starts, ends, strict=True):
+        if chunk.locators is not None:
+            la, lb = chunk.locators[a].as_py(), chunk.locators[b].as_py()
+            loc = la if a == b else f"{la} … {lb}"
+        else:
+            lo, hi = int(chunk.dev_ts[a : b + 1].min()), int(chunk.dev_ts[a : b + 1].max())
+            loc = f"device ts_ns {lo}…{hi}"
+        code = int(chunk.uri_codes[a])
+        out.append({"stream_id": sid, "uri": chunk.uris[code], "locator": loc,
+                    "sha256": chunk.shas.get(code)})  # fmt: skip
+    return out
 
 
 class AssetAligner:
@@ -241,7 +263,8 @@ class AssetAligner:
                 base = _sorted_chunk(r, table, m.to_reference(rows) if rows.size else rows)
                 out.append(_AudioChunk(
                     r, m.to_reference(dev) if dev.size else dev, base.table, base.uri_codes,
-                    base.uris, samples=samples, rate=rate, channels=ch, row_ref=base.ref_ts,
+                    base.uris, base.shas, base.dev_ts, base.locators, samples=samples,
+                    rate=rate, channels=ch, row_ref=base.ref_ts,
                 ))  # fmt: skip
             else:
                 ts = table.column("ts_ns").to_numpy()

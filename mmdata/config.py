@@ -79,7 +79,9 @@ class IngestConfig(_Strict):
     clock_jump_ms: int = Field(
         1000, gt=0, description="A backward time step larger than this starts a new segment."
     )
-    row_group_mb: int = Field(32, gt=0, description="Target Parquet row-group size.")
+    row_group_mb: int = Field(
+        4, gt=0, description="Target Parquet row-group size (small groups: windows read less)."
+    )
 
 
 class ClockConstant(_Strict):

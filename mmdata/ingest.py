@@ -178,7 +178,7 @@ class IngestOptions:
 
     workers: int = 1
     clock_jump_ms: int = 1000
-    row_group_mb: int = 32
+    row_group_mb: int = 4
     parallel_min_mb: int = 256
 
 

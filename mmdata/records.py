@@ -123,8 +123,9 @@ RECORD_SCHEMA = pa.schema(
 def record_id(asset_id: str, start_ns: int, end_ns: int, shaping_hash: str) -> str:
     """Stable id of a window: same asset, bounds and record-shaping config → same id.
 
-    >>> record_id("press-1", 0, 2_000_000_000, "abc")[:12]
-    '9c9c4bd2b1a8'
+    >>> a = record_id("press-1", 0, 2_000_000_000, "abc")
+    >>> a == record_id("press-1", 0, 2_000_000_000, "abc"), len(a)
+    (True, 32)
     """
     key = f"{asset_id}\0{start_ns}\0{end_ns}\0{shaping_hash}".encode()
     return hashlib.sha256(key).hexdigest()[:32]

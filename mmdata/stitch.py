@@ -1,7 +1,8 @@
 """Stitching a stream's per-item parts into one time-sorted Parquet file.
 
 Parts come in item order (files in natural name order). Rows get ``stream_id``,
-``device_id`` (constant header columns), ``segment`` and ``source_ref``. Within and across
+``device_id`` (constant header columns), ``segment`` and the provenance columns
+``source_uri, source_locator, source_sha256``. Within and across
 parts:
 
 * a backward time step larger than ``clock_jump_ns`` starts a new ``segment`` (flag
@@ -30,9 +31,10 @@ import pyarrow.parquet as pq
 
 from mmdata.streams import PartInfo, Reject
 
-SOURCE_REF_TYPE = pa.struct(
-    [("uri", pa.string()), ("locator", pa.string()), ("sha256", pa.string())]
-)
+#: Provenance columns of every stream row: the item (file or URL), where in it, its sha256.
+#: uri and sha256 repeat for every row of an item, so they are dictionary-encoded.
+SOURCE_COLUMNS = ("source_uri", "source_locator", "source_sha256")
+_DICT = pa.dictionary(pa.int32(), pa.string())
 _BATCH_ROWS = 65_536
 
 
@@ -69,33 +71,32 @@ def _order_part(
     return segment, order, int(np.count_nonzero(jumps)), disorder
 
 
-def attach_source_ref(table: pa.Table, uri: str, sha256: str) -> pa.Table:
-    """Replace a part's ``locator`` column by the ``source_ref`` struct."""
-    zeros = np.zeros(table.num_rows, np.int32)
-    ref = pa.StructArray.from_arrays(
-        [pa.array([uri], pa.string()).take(zeros), table.column("locator").cast(pa.string())
-         .combine_chunks(), pa.array([sha256], pa.string()).take(zeros)],
-        fields=list(SOURCE_REF_TYPE),
-    )  # fmt: skip
-    idx = table.column_names.index("locator")
-    return table.remove_column(idx).append_column("source_ref", ref)
+def _constant(value: str, n: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+
+
+def attach_source(table: pa.Table, uri: str, sha256: str) -> pa.Table:
+    """Replace a part's ``locator`` column by the provenance columns (one item's part)."""
+    n = table.num_rows
+    loc = table.column("locator").cast(pa.string())
+    table = table.drop_columns(["locator"])
+    return (table.append_column("source_uri", _constant(uri, n))
+            .append_column("source_locator", loc)
+            .append_column("source_sha256", _constant(sha256, n)))  # fmt: skip
 
 
 def _decorate(table: pa.Table, part: PartInfo, header: dict[str, str], seg: np.ndarray) -> pa.Table:
     if "_uri" in table.column_names:  # a batched part: each row names its own item
-        n = table.num_rows
-        loc = table.column("locator").cast(pa.string()).combine_chunks()
-        ref = pa.StructArray.from_arrays(
-            [table.column("_uri").combine_chunks(), loc, table.column("_sha256").combine_chunks()],
-            fields=list(SOURCE_REF_TYPE),
-        )
-        table = table.drop_columns(["_uri", "_sha256", "locator"]).append_column("source_ref", ref)
-        _ = n
+        loc = table.column("locator").cast(pa.string())
+        uri = table.column("_uri").combine_chunks().dictionary_encode()
+        sha = table.column("_sha256").combine_chunks().dictionary_encode()
+        table = table.drop_columns(["_uri", "_sha256", "locator"])
+        table = (table.append_column("source_uri", uri).append_column("source_locator", loc)
+                 .append_column("source_sha256", sha))  # fmt: skip
     else:
-        table = attach_source_ref(table, part.uri, str(part.meta.get("sha256", "")))
-    zeros = np.zeros(table.num_rows, np.int32)
+        table = attach_source(table, part.uri, str(part.meta.get("sha256", "")))
     for i, (name, value) in enumerate(header.items()):
-        table = table.add_column(i, name, pa.array([value], pa.string()).take(zeros))
+        table = table.add_column(i, name, _constant(value, table.num_rows))
     at = table.column_names.index("ts_ns") + 1
     return table.add_column(at, "segment", pa.array(seg, pa.int32()))
 
@@ -116,11 +117,11 @@ class _GroupedWriter:
             return
         if self.writer is None:
             per_row = max(1, table.nbytes // table.num_rows)
-            self.rows_per_group = max(1024, self.row_group_bytes // per_row)
+            self.rows_per_group = max(16, self.row_group_bytes // per_row)
             # Dictionary-encode only the repeated columns: per-row locators are unique.
             self.writer = pq.ParquetWriter(
                 self.path, table.schema, compression="zstd", compression_level=1,
-                use_dictionary=["stream_id", "device_id", "source_ref.uri", "source_ref.sha256"],
+                use_dictionary=["stream_id", "device_id", "source_uri", "source_sha256"],
                 write_statistics=["ts_ns", "segment"],
             )  # fmt: skip
         self.buffer.append(table)
@@ -244,10 +245,12 @@ def _merge_sorted(path: Path, stats: StreamStats, rows_per_group: int) -> None:
     dup = np.zeros(ts.size, bool)
     dup[1:] = (ts[1:] == ts[:-1]) & (seg[1:] == seg[:-1])
     if dup.any():
-        refs = table.column("source_ref").take(pa.array(np.flatnonzero(dup))).to_pylist()
-        for i, ref in zip(np.flatnonzero(dup), refs, strict=True):
+        idx = pa.array(np.flatnonzero(dup))
+        uris = table.column("source_uri").take(idx).to_pylist()
+        locs = table.column("source_locator").take(idx).to_pylist()
+        for i, uri, loc in zip(np.flatnonzero(dup), uris, locs, strict=True):
             stats.rejects.append(Reject(
-                ref["uri"], ref["locator"], f"duplicate timestamp ts_ns={int(ts[i])} in its "
+                uri, loc, f"duplicate timestamp ts_ns={int(ts[i])} in its "
                 "segment (overlapping files); the first row was kept", "DuplicateTimestamp",
             ))  # fmt: skip
         stats.bump("duplicates", int(dup.sum()))

@@ -117,7 +117,7 @@ def test_pcm16_wav_rows_are_chunks_with_exact_times_and_lossless_samples(tmp_pat
     res = ingest_one(tmp_path, "audio", tmp_path / "m.wav", start={"iso": "2026-03-01T08:00:00Z"})
     got = rows(res)
     assert [r["ts_ns"] for r in got] == [T0, T0 + NS, T0 + 2 * NS]
-    assert [r["source_ref"]["locator"] for r in got] == [
+    assert [r["source_locator"] for r in got] == [
         "samples 0-15999", "samples 16000-31999", "samples 32000-39999"]  # fmt: skip
     assert [r["n_frames"] for r in got] == [16000, 16000, 8000]
     assert {(r["sample_rate"], r["channels"]) for r in got} == {(16000, 1)}
@@ -408,7 +408,7 @@ def test_remote_files_are_streamed_through_fsspec(tmp_path):
         fs.rm(root, recursive=True)
     table = res.streams["audio"]
     assert table.column("ts_ns").to_pylist() == [T0, T0 + NS]
-    assert table.column("source_ref")[0].as_py()["uri"].startswith("memory://")
+    assert table.column("source_uri")[0].as_py().startswith("memory://")
     assert channel_freqs(table, 16000) == pytest.approx([440.0, 880.0], abs=1.0)
 
 

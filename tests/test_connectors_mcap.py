@@ -99,9 +99,9 @@ def test_locators_count_every_message_of_the_file_in_order(tmp_path):
 
     r = ingest_one(tmp_path, "mcap", path)
 
-    refs = r.streams["cam.trigger"].column("source_ref").combine_chunks()
+    locs = r.streams["cam.trigger"].column("source_locator").to_pylist()
     # Message 0 is accel k=0, 1 temp, 2 trigger; then 49 accel, 2 temps, ...: k=50 → 55.
-    assert refs.field("locator").to_pylist()[:2] == ["message 2", "message 55"]
+    assert locs[:2] == ["message 2", "message 55"]
 
 
 def test_publish_time_topic_selection_and_no_flattening(tmp_path):
@@ -115,7 +115,8 @@ def test_publish_time_topic_selection_and_no_flattening(tmp_path):
     t = r.streams["imu.accel"]
     assert t.column("ts_ns").to_pylist() == [ts - 1000 for ts, _ in written["/imu/accel"]]
     assert t.column_names == ["stream_id", "device_id", "ts_ns", "segment", "topic",
-                              "sequence", "payload_json", "source_ref"]  # fmt: skip
+                              "sequence", "payload_json", "source_uri", "source_locator",
+                              "source_sha256"]  # fmt: skip
 
 
 def test_other_encodings_keep_raw_payload_encoding_and_schema_name(tmp_path):

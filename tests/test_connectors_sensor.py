@@ -56,7 +56,7 @@ def wide(n: int = 10_000, start: int = T0, period: int = PERIOD) -> pl.DataFrame
 
 
 def locators(table: pa.Table) -> list[str]:
-    return table.column("source_ref").combine_chunks().field("locator").to_pylist()
+    return table.column("source_locator").to_pylist()
 
 
 def rejected(result) -> dict[str, str]:
@@ -76,7 +76,7 @@ def test_wide_csv_at_5khz_keeps_every_sample_with_its_exact_time(tmp_path):
     t = r.streams["sensor"]
     assert totals(r) == (10_000, 10_000, 0)
     assert t.column_names == ["stream_id", "device_id", "ts_ns", "segment", "ax", "ay", "az",
-                              "source_ref"]  # fmt: skip
+                              "source_uri", "source_locator", "source_sha256"]  # fmt: skip
     assert t.column("ts_ns").to_pylist() == df["ts_ns"].to_list()
     assert t.schema.field("ax").type == pa.float64()
     np.testing.assert_array_equal(t.column("ay").to_numpy(), df["ay"].to_numpy())
@@ -550,7 +550,7 @@ def test_files_split_by_time_are_stitched_in_natural_order(tmp_path):
     ts = r.streams["sensor"].column("ts_ns").to_numpy()
     assert (entry["segments"], entry["flags"]) == (1, {})
     assert np.all(np.diff(ts) == 1_000_000) and ts.size == 3 * n
-    uris = r.streams["sensor"].column("source_ref").combine_chunks().field("uri").to_pylist()
+    uris = r.streams["sensor"].column("source_uri").to_pylist()
     assert [Path(u).name for u in uris[::n]] == ["vib_1.csv", "vib_2.csv", "vib_10.csv"]
 
 
@@ -577,7 +577,7 @@ def test_synthetic_factory_vibration_matches_its_ground_truth(tmp_path, factory,
     t = r.streams["sensor"]
     assert counts(r).out == truth["samples"] == t.num_rows and not r.quarantine
     ts = t.column("ts_ns").to_numpy()
-    uris = t.column("source_ref").combine_chunks().field("uri").to_pylist()
+    uris = t.column("source_uri").to_pylist()
     for f in truth["files"]:
         mine = ts[[u.endswith(f["path"]) for u in uris]]
         assert (mine.size, int(mine[0]), int(mine[-1])) == (

@@ -91,7 +91,7 @@ def test_constant_rate_mp4_frames_get_exact_times(tmp_path):
     assert f["pts"] == pts and f["frame_index"] == list(range(30))
     assert {(w, h) for w, h in zip(f["width"], f["height"], strict=True)} == {(64, 48)}
     assert set(f["codec"]) == {"h264"} and set(f["decoder"]) == {"decord"}
-    assert [r["locator"] for r in f["source_ref"]][:2] == ["frame 0", "frame 1"]
+    assert f["source_locator"][:2] == ["frame 0", "frame 1"]
     assert counts(got).in_ == counts(got).out == 30
     meta = got.index["frames"]["meta"]
     assert meta["time_base"] == "1/90000" and meta["start_source"] == "config"
