@@ -58,6 +58,7 @@ class StreamReader:
     path: Path
     clock: ClockInfo
     _bounds: list[tuple[int, int]] = field(default_factory=list)
+    _cache: dict[int, pa.Table] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         meta = pq.read_metadata(self.path)
@@ -84,7 +85,15 @@ class StreamReader:
         if not groups:
             empty = pq.read_schema(self.path).empty_table()
             return empty.select(cols) if cols else empty
-        table = pq.ParquetFile(self.path).read_row_groups(groups, columns=cols)
+        # Consecutive chunks overlap by a margin: keep the last groups instead of re-reading.
+        missing = [g for g in groups if g not in self._cache]
+        if missing:
+            pf = pq.ParquetFile(self.path)
+            fresh = {g: pf.read_row_group(g, columns=cols) for g in missing}
+        else:
+            fresh = {}
+        self._cache = {g: self._cache.get(g) or fresh[g] for g in groups}
+        table = pa.concat_tables([self._cache[g] for g in groups])
         ts = table.column("ts_ns")
         mask = pc.and_(pc.greater_equal(ts, dev_lo), pc.less(ts, dev_hi))
         return table.filter(mask)

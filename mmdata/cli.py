@@ -138,6 +138,8 @@ def demo(
         f"{f['notes']} notes with {f['pii_spans']} PII spans"
     )
     _streams_table(summary["streams"])
+    _clock_table(summary["clocks"])
+    err_console.print(f"records: {summary['records']}")
     err_console.print(f"pipeline config: {summary['pipeline']}")
     err_console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
 
@@ -181,6 +183,77 @@ def ingest(
         f"ingest: in {counts['in']} = out {counts['out']} + quarantined {counts['quarantined']}"
         f" ({state}); quarantine: {target / 'quarantine' / 'ingest.parquet'}"
     )
+
+
+def _clock_table(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="clock sync: recovered vs synthetic ground truth", show_edge=False)
+    table.add_column("device", no_wrap=True)
+    for col in ("evidence", "offset ms", "true ms", "drift ppm", "true ppm", "error ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["device"] + (" (uncertain)" if r["clock_uncertain"] else ""), str(r["evidence"]),
+            f"{r['offset_ms']:.3f}", f"{r['true_offset_ms']:.3f}", f"{r['drift_ppm']:.2f}",
+            f"{r['true_drift_ppm']:.2f}", f"{r['error_ms']:.3f}",
+        )  # fmt: skip
+    err_console.print(table)
+
+
+def _stage_verb(
+    stage: str, config: Path, run_dir: Path | None, force: bool, quiet: bool, as_json: bool
+) -> None:
+    """Shared body of the stage verbs that run on an existing run directory."""
+    from mmdata.align import run_align
+    from mmdata.rundir import RunDir
+    from mmdata.sync import run_sync
+    from mmdata.validate import validate_pipeline
+
+    runners = {"sync": run_sync, "align": run_align}
+    cfg = validate_pipeline(config).resolved(config.resolve().parent)
+    target = run_dir if run_dir is not None else Path(cfg.run_dir)
+    with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
+        outcome = runners[stage](run, cfg, progress=progress, force=force)
+    counts = outcome.counts.model_dump(by_alias=True)
+    doc = {"run_dir": str(target), "stage": outcome.name, "skipped": outcome.skipped,
+           "counts": counts, "output": str(outcome.out_dir)}  # fmt: skip
+    if as_json:
+        print_json(doc)
+    elif not quiet:
+        state = "unchanged, skipped" if outcome.skipped else f"{outcome.elapsed_ns / 1e9:.1f} s"
+        err_console.print(
+            f"{stage}: in {counts['in']} = out {counts['out']} + quarantined "
+            f"{counts['quarantined']} ({state}); output: {outcome.out_dir}"
+        )
+
+
+RunDirOpt = Annotated[
+    Path | None, typer.Option("--run-dir", help="Run directory (default: the config's run_dir).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even when unchanged.")]
+
+
+@app.command(epilog="Example: mmdata sync pipeline.yaml")
+def sync(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Fit a clock model per device (sync events, NTP logs, constants) → RUN/sync/."""
+    _stage_verb("sync", config, run_dir, force, quiet, as_json)
+
+
+@app.command(epilog="Example: mmdata align pipeline.yaml")
+def align(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Cut the synchronized streams into windows → Parquet records in RUN/records/."""
+    _stage_verb("align", config, run_dir, force, quiet, as_json)
 
 
 def _streams_table(streams: list[dict[str, Any]]) -> None:

@@ -243,7 +243,9 @@ class AlignConfig(_Strict):
     inline_images: bool = Field(
         False, description="Copy frame bytes into records (else records keep the path)."
     )
-    chunk_s: int = Field(60, gt=0, description="Reference time processed at once per asset.")
+    chunk_s: int = Field(
+        120, gt=0, description="Reference time processed at once per asset (bounds memory)."
+    )
     records_per_group: int = Field(64, gt=0, description="Parquet row-group size, in records.")
     workers: int = Field(2, ge=1, le=256, description="Assets aligned in parallel.")
 

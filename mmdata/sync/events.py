@@ -6,7 +6,8 @@ Onsets (hammer taps, claps, knocks), :func:`detect_onsets`:
    hum, tones and machine harmonics are predictable and vanish, an impulse is not; the
    filter is causal, so nothing of an onset leaks into the samples before it;
 2. the energy of 1 ms frames (all channels summed) is compared with the noise floor (the
-   median frame energy) and with the mean energy of the preceding ``background_ms``: a
+   median frame energy of the surrounding ``adapt_ms`` tile, over which the predictor
+   was estimated too) and with the mean energy of the preceding ``background_ms``: a
    frame ``min_snr_db`` above the floor and ``rise_db`` above its background starts an
    onset; one onset per ``refractory_ms`` (a tap rings for tens of milliseconds);
 3. the onset is refined to the exact sample: the first sample of the two frames before
@@ -68,28 +69,16 @@ class Onsets:
         return int(self.index.size)
 
 
-def lpc(x: npt.ArrayLike, order: int) -> FloatArray:
-    """Prediction-error filter ``[1, a1 .. ap]`` of a 1-D signal (autocorrelation method).
-
-    Levinson-Durbin on the biased autocorrelation, with a tiny white-noise correction so a
-    noiseless signal still gives a stable filter.
-
-    >>> t = np.arange(4000)
-    >>> a = lpc(np.sin(2 * np.pi * 0.05 * t), 2)
-    >>> bool(np.abs(np.convolve(np.sin(2 * np.pi * 0.05 * t), a)[2:4000]).max() < 1e-2)
-    True
-    """
-    v = np.asarray(x, dtype=np.float64)
-    n = v.size
-    p = min(order, max(0, n - 1))
-    r = np.array([float(np.dot(v[: n - k], v[k:])) for k in range(p + 1)])
-    if p == 0 or r[0] <= 0.0:
-        return np.ones(1)
-    r[0] *= 1.0 + 1e-9
-    a = np.zeros(p + 1)
+def _levinson(r: FloatArray, order: int) -> FloatArray:
+    """Prediction-error filter ``[1, a1 .. ap]`` from autocorrelation ``r[0..p]``."""
+    a = np.zeros(order + 1)
     a[0] = 1.0
+    if r[0] <= 0.0:
+        return a
+    r = r.copy()
+    r[0] *= 1.0 + 1e-9  # white-noise correction: a noiseless signal still gives a stable filter
     err = r[0]
-    for i in range(1, p + 1):
+    for i in range(1, order + 1):
         acc = r[i] + float(np.dot(a[1:i], r[i - 1 : 0 : -1]))
         k = -acc / err
         a[1 : i + 1] = a[1 : i + 1] + k * a[i - 1 :: -1][:i]
@@ -99,12 +88,35 @@ def lpc(x: npt.ArrayLike, order: int) -> FloatArray:
     return a
 
 
-def whiten(x: npt.ArrayLike, order: int) -> FloatArray:
+def lpc(x: npt.ArrayLike, order: int) -> FloatArray:
+    """Prediction-error filter ``[1, a1 .. ap]`` of a 1-D signal (autocorrelation method).
+
+    >>> t = np.arange(4000)
+    >>> a = lpc(np.sin(2 * np.pi * 0.05 * t), 2)
+    >>> bool(np.abs(np.convolve(np.sin(2 * np.pi * 0.05 * t), a)[2:4000]).max() < 1e-2)
+    True
+    """
+    v = np.ascontiguousarray(x, dtype=np.float64)
+    p = min(order, max(0, v.size - 1))
+    if p == 0:
+        return np.ones(1)
+    return _levinson(_autocorr(v[None, :], p)[0], p)
+
+
+def _autocorr(tiles: FloatArray, order: int) -> FloatArray:
+    """Autocorrelation lags ``0..order`` of each row (no wrap-around)."""
+    w = tiles.shape[1]
+    lags = [np.einsum("ij,ij->i", tiles[:, : w - k], tiles[:, k:]) for k in range(order + 1)]
+    return np.stack(lags, axis=1)
+
+
+def whiten(x: npt.ArrayLike, order: int, tile: int | None = None) -> FloatArray:
     """Linear-prediction residual of each channel of ``x`` (``(n,)`` or ``(n, channels)``).
 
     Tones, hum and machine harmonics are predictable and vanish; an impulse is not, so its
     first sample stands out. The filter is causal: nothing of an onset leaks before it.
-    The first ``order`` samples (no full history) are zero.
+    With ``tile`` the predictor is re-estimated every ``tile`` samples (a machine that
+    starts or stops changes what is predictable). The first ``order`` samples are zero.
 
     >>> t = np.arange(2000)
     >>> x = np.sin(2 * np.pi * 0.01 * t); x[1500] += 1.0
@@ -113,14 +125,31 @@ def whiten(x: npt.ArrayLike, order: int) -> FloatArray:
     """
     a = np.asarray(x, dtype=np.float64)
     a = a - a.mean(axis=0)
-    if order <= 0 or a.shape[0] <= order:
+    n = a.shape[0]
+    if order <= 0 or n <= order:
         return a
-    cols = a.reshape(a.shape[0], -1)
-    out = np.empty_like(cols)
+    tile = n if tile is None or tile >= n else max(tile, 8 * order)
+    n_tiles = n // tile  # the remainder shares the last full tile's filter
+    cols = a.reshape(n, -1)
+    out = np.zeros_like(cols)
+    body = n_tiles * tile
     for c in range(cols.shape[1]):
-        filt = lpc(cols[:, c], order)
-        out[:, c] = np.convolve(cols[:, c], filt)[: cols.shape[0]]
-    out[: min(order, out.shape[0])] = 0.0
+        padded = np.concatenate([np.zeros(order), cols[:, c]])
+        r = _autocorr(padded[order : order + body].reshape(n_tiles, tile), order)
+        coefs = np.stack([_levinson(row, order) for row in r])  # (tiles, order + 1)
+        # single precision halves the memory traffic; the residual needs no more
+        p32 = padded.astype(np.float32)
+        c32 = coefs.astype(np.float32)
+        acc = np.zeros((n_tiles, tile), np.float32)
+        tmp = np.empty((n_tiles, tile), np.float32)
+        for k in range(order + 1):  # y[i] = sum_k a_k(tile of i) * x[i - k]
+            np.multiply(c32[:, k, None], p32[order - k : order - k + body].reshape(n_tiles, tile),
+                        out=tmp)  # fmt: skip
+            acc += tmp
+        out[:body, c] = acc.ravel()
+        if body < n:  # the remainder, with the last tile's filter
+            out[body:, c] = np.convolve(padded[body:], coefs[-1], mode="valid")[: n - body]
+    out[:order] = 0.0
     return out.reshape(a.shape)
 
 
@@ -131,18 +160,16 @@ def detect_onsets(x: npt.ArrayLike, rate_hz: float, config: OnsetConfig | None =
     choosing the sync events among them is :func:`select_sync`'s job, over a whole stream.
     """
     cfg = config or OnsetConfig()
-    y = whiten(x, cfg.whiten_order)
-    e = y * y if y.ndim == 1 else np.einsum("ij,ij->i", y, y)
     f = max(1, round(cfg.frame_ms * rate_hz / 1000.0))
+    per_tile = max(1, round(cfg.adapt_ms / cfg.frame_ms))  # frames per adaptation tile
+    y = whiten(x, cfg.whiten_order, per_tile * f)
+    e = y * y if y.ndim == 1 else np.einsum("ij,ij->i", y, y)
     m = e.size // f
     empty = Onsets(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), 0.0)
     if m < _GUARD_FRAMES + 2:
         return empty
     energy = e[: m * f].reshape(m, f).sum(axis=1)
-    floor = float(np.median(energy))
-    if floor <= 0.0:  # digital silence: the smallest non-zero energy stands in
-        positive = energy[energy > 0]
-        floor = float(positive.min()) if positive.size else 1e-300
+    floor = _tile_floor(energy, per_tile)
     k = max(1, round(cfg.background_ms / cfg.frame_ms))
     cs = np.concatenate([[0.0], np.cumsum(energy)])
     j = np.arange(m)
@@ -157,28 +184,58 @@ def detect_onsets(x: npt.ArrayLike, rate_hz: float, config: OnsetConfig | None =
     frames = np.flatnonzero(cand)
     if frames.size == 0:
         return empty
-    gap = max(1, round(cfg.refractory_ms / cfg.frame_ms))
-    starts = _refractory(frames, energy, gap, 10 ** (cfg.rise_db / 10))
     s_frames = max(1, round(_STRENGTH_MS / cfg.frame_ms))
-    strength = np.array([energy[s : s + s_frames].sum() for s in starts])
-    n_str = np.minimum(s_frames, m - starts)
-    snr = 10 * np.log10(strength / (floor * n_str))
+    ends = np.minimum(frames + s_frames, m)
+    cand_strength = cs[ends] - cs[frames]
+    gap = max(1, round(cfg.refractory_ms / cfg.frame_ms))
+    rise = 10 ** (cfg.rise_db / 10)
+    firsts = _refractory(frames, cand_strength, energy[frames], gap, s_frames, rise)
+    keep = np.searchsorted(frames, firsts)
+    starts = frames[keep]
+    # an onset's strength stops where the next one starts (a tap is not a bearing impact's)
+    stop = np.minimum(ends[keep], np.append(starts[1:], m))
+    strength = cs[stop] - cs[starts]
+    n_str = stop - starts
+    snr = 10 * np.log10(strength / (floor[starts] * n_str))
     index = np.array([_refine(e, f, int(s), float(base[s]) / f) for s in starts], np.int64)
-    return Onsets(index, strength, snr, floor)
+    return Onsets(index, strength, snr, float(np.median(floor)))
 
 
-def _refractory(frames: IntArray, energy: FloatArray, gap: int, jump: float) -> IntArray:
+def _tile_floor(energy: FloatArray, per_tile: int) -> FloatArray:
+    """Noise floor per frame: the median frame energy of its tile (a short last tile
+    shares the previous one's); digital silence gets the smallest non-zero energy."""
+    m = energy.size
+    n_tiles = max(1, m // per_tile)
+    which = np.minimum(np.arange(m) // per_tile, n_tiles - 1)
+    head = energy[: (n_tiles - 1) * per_tile].reshape(n_tiles - 1, per_tile)
+    full = np.median(head, axis=1) if n_tiles > 1 else np.zeros(0)
+    medians = np.append(full, np.median(energy[(n_tiles - 1) * per_tile :]))
+    positive = energy[energy > 0]
+    tiny = float(positive.min()) if positive.size else 1e-300
+    return np.maximum(medians, tiny)[which]
+
+
+def _refractory(
+    frames: IntArray, strength: FloatArray, energy: FloatArray, gap: int, apart: int, jump: float
+) -> IntArray:
     """First frame of each onset: one per ``gap`` frames, unless a frame inside that span is
-    ``jump`` times stronger than the onset (a tap right after a rattle is its own onset)."""
+    much stronger than the onset (a tap right after a rattle click or a bearing impact is
+    its own onset): its ``strength`` twice the onset's, at least ``apart`` frames later, or
+    its frame ``energy`` ``jump`` times the onset frame's, at least two frames later.
+    ``strength`` and ``energy`` are per candidate frame."""
     out = []
     pos = 0
     while pos < frames.size:
         start = int(frames[pos])
         out.append(start)
         end = int(np.searchsorted(frames, start + gap, side="left"))
-        inside = frames[pos + 1 : end]
-        stronger = np.flatnonzero(energy[inside] >= energy[start] * jump)
-        pos = pos + 1 + int(stronger[0]) if stronger.size else end
+        idx = np.arange(pos + 1, end)
+        dist = frames[idx] - start
+        split = ((strength[idx] >= 2.0 * strength[pos]) & (dist >= apart)) | (
+            (energy[idx] >= jump * energy[pos]) & (dist >= 2)
+        )
+        hit = np.flatnonzero(split)
+        pos = int(idx[hit[0]]) if hit.size else end
     return np.asarray(out, dtype=np.int64)
 
 
