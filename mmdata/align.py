@@ -43,11 +43,29 @@ _DENSE = ("sensor", "audio")
 
 @dataclass
 class ClockInfo:
-    """A device's clock model and its quality, as the aligner needs them."""
+    """A device's clock model and its quality, as the aligner needs them.
+
+    ``segments`` holds per-segment models of a device whose clock jumped (segments without
+    a model of their own use the device model).
+    """
 
     model: ClockModel
     uncertain: bool = False
     exceeds_tolerance: bool = False
+    segments: dict[int, ClockModel] = field(default_factory=dict)
+
+    def to_reference(self, ts: np.ndarray, segment: np.ndarray | None) -> np.ndarray:
+        """Device times → reference times, each row by its segment's model."""
+        if not ts.size:
+            return ts
+        if not self.segments or segment is None:
+            return self.model.to_reference(ts)
+        out = self.model.to_reference(ts)
+        for seg, model in self.segments.items():
+            mask = segment == seg
+            if mask.any():
+                out[mask] = model.to_reference(ts[mask])
+        return out
 
 
 @dataclass
@@ -199,8 +217,10 @@ class AssetAligner:
     def extent(self) -> tuple[int, int]:
         """Reference-time extent of the asset's data (dense streams if any, else all)."""
         use = [r for r in self.readers if r.modality in _DENSE] or self.readers
-        lo = min(r.clock.model.to_reference(int(r.entry["ts_min_ns"])) for r in use)
-        hi = max(r.clock.model.to_reference(int(r.entry["ts_max_ns"])) for r in use)
+        lo = min(m.to_reference(int(r.entry["ts_min_ns"])) for r in use
+                 for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
+        hi = max(m.to_reference(int(r.entry["ts_max_ns"])) for r in use
+                 for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
         return int(lo), int(hi) + 1
 
     def run(self, writer: RecordWriter) -> AssetResult:
@@ -264,20 +284,26 @@ class AssetAligner:
     def _read(self, ref_lo: int, ref_hi: int) -> list[Chunk]:
         out: list[Chunk] = []
         for r in self.readers:
-            m = r.clock.model
-            table = r.read(m.to_device(ref_lo) - 1, m.to_device(ref_hi) + 1)
+            c = r.clock
+            models = [c.model, *c.segments.values()]
+            lo = min(m.to_device(ref_lo) for m in models) - 1
+            hi = max(m.to_device(ref_hi) for m in models) + 1
+            table = r.read(lo, hi)
+            seg = table.column("segment").to_numpy() if table.num_rows else None
             if r.modality == "audio":
                 dev, samples, rate, ch = _audio_frames(table)
                 rows = table.column("ts_ns").to_numpy()
-                base = _sorted_chunk(r, table, m.to_reference(rows) if rows.size else rows)
+                base = _sorted_chunk(r, table, c.to_reference(rows, seg))
+                n = table.column("n_frames").to_numpy() if table.num_rows else np.zeros(0, int)
+                frame_seg = np.repeat(seg, n) if seg is not None else None
                 out.append(_AudioChunk(
-                    r, m.to_reference(dev) if dev.size else dev, base.table, base.uri_codes,
+                    r, c.to_reference(dev, frame_seg), base.table, base.uri_codes,
                     base.uris, base.shas, base.dev_ts, base.locators, samples=samples,
                     rate=rate, channels=ch, row_ref=base.ref_ts,
                 ))  # fmt: skip
             else:
                 ts = table.column("ts_ns").to_numpy()
-                out.append(_sorted_chunk(r, table, m.to_reference(ts) if ts.size else ts))
+                out.append(_sorted_chunk(r, table, c.to_reference(ts, seg)))
         return out
 
 
@@ -561,8 +587,11 @@ def load_readers(ingest_dir: Path, clocks: dict[str, ClockInfo]) -> dict[str, li
 def align_asset(job: dict[str, Any]) -> AssetResult:
     """Align one asset (a process-pool job; plain data in and out)."""
     cfg = AlignConfig.model_validate(job["align"])
-    clocks = {d: ClockInfo(ClockModel(**c["model"]), c["uncertain"], c["exceeds"])
-              for d, c in job["clocks"].items()}  # fmt: skip
+    clocks = {
+        d: ClockInfo(ClockModel(**c["model"]), c["uncertain"], c["exceeds"],
+                     {int(k): ClockModel(**v) for k, v in c.get("segments", {}).items()})
+        for d, c in job["clocks"].items()
+    }  # fmt: skip
     readers = load_readers(Path(job["ingest_dir"]), clocks).get(job["asset_id"], [])
     anchors = _anchors(readers, cfg)
     writer = RecordWriter(Path(job["out_dir"]), cfg.records_per_group)
@@ -582,8 +611,8 @@ def _anchors(readers: list[StreamReader], cfg: AlignConfig) -> np.ndarray | None
     out = []
     for r in readers:
         if r.modality == modality:
-            ts = pq.read_table(r.path, columns=["ts_ns"]).column(0).to_numpy()
-            out.append(r.clock.model.to_reference(ts))
+            t = pq.read_table(r.path, columns=["ts_ns", "segment"])
+            out.append(r.clock.to_reference(t.column(0).to_numpy(), t.column(1).to_numpy()))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
@@ -629,8 +658,15 @@ def read_clocks(sync_dir: Path) -> dict[str, ClockInfo]:
     for dev, m in doc["devices"].items():
         model = ClockModel(offset_ns=int(m["offset_ns"]), drift_ppm=float(m["drift_ppm"]),
                            origin_ns=int(m["origin_ns"]))  # fmt: skip
-        out[dev] = ClockInfo(model, bool(m.get("clock_uncertain")),
-                             bool(m.get("exceeds_tolerance")))  # fmt: skip
+        info = ClockInfo(model, bool(m.get("clock_uncertain")), bool(m.get("exceeds_tolerance")))
+        for seg in m.get("segment_models") or []:
+            if "offset_ns" in seg:
+                info.segments[int(seg["segment"])] = ClockModel(
+                    offset_ns=int(seg["offset_ns"]), drift_ppm=float(seg["drift_ppm"]),
+                    origin_ns=int(seg["origin_ns"]))  # fmt: skip
+            info.uncertain |= bool(seg.get("clock_uncertain"))
+            info.exceeds_tolerance |= bool(seg.get("exceeds_tolerance"))
+        out[dev] = info
     return out
 
 
@@ -652,7 +688,9 @@ def run_align(
         jobs = [{
             "asset_id": a, "align": config.align.model_dump(mode="json"),
             "clocks": {d: {"model": c.model.model_dump(), "uncertain": c.uncertain,
-                           "exceeds": c.exceeds_tolerance} for d, c in clocks.items()},
+                           "exceeds": c.exceeds_tolerance,
+                           "segments": {str(k): v.model_dump() for k, v in c.segments.items()}}
+                       for d, c in clocks.items()},
             "ingest_dir": str(ingest_dir), "out_dir": str(ctx.out_dir),
             "shaping": shaping_hash(config),
         } for a in assets]  # fmt: skip

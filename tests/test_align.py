@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -228,3 +230,23 @@ def test_single_sample_windows_of_a_slow_sensor(tmp_path):
     assert all(r["sensors"][0]["n_samples"] == 1 for r in rows)
     # The only device is the reference: its clock is the reference by definition.
     assert not any(r["flags"]["clock_uncertain"] for r in rows)
+
+
+def test_windows_never_cross_a_gap_in_a_dense_stream(factory, tmp_path):
+    gappy = tmp_path / "gappy"
+    shutil.copytree(factory, gappy)
+    first = sorted((gappy / "press-1" / "vib").glob("*.parquet"))[0]
+    table = pq.read_table(first)
+    ts = table.column("ts_ns").to_numpy()
+    cut = (ts > ts[0] + 20 * S) & (ts < ts[0] + 30 * S)  # 10 s without vibration
+    pq.write_table(table.filter(pa.array(~cut)), first)
+    _, rec = run_pipeline(gappy, tmp_path / "run")
+    rows = sorted((r for r in records(rec) if r["asset_id"] == "press-1"),
+                  key=lambda r: r["window_start_ns"])  # fmt: skip
+    spans = [r["span"] for r in rows]
+    assert spans == sorted(spans) and set(spans) == {0, 1}
+    reasons = [q.message for q in read_quarantine(tmp_path / "run" / "quarantine" /
+                                                  "records.parquet")]  # fmt: skip
+    assert reasons.count("window crosses a break (gap or clock jump)") >= 5
+    starts = [r["window_start_ns"] for r in rows]
+    assert max(b - a for a, b in itertools.pairwise(starts)) >= 10 * S

@@ -166,3 +166,41 @@ def toy_free_pipeline(tmp_path, monkeypatch):
         "run_dir: r\nassets:\n  a:\n    sources: [{connector: vib, path: x, device: acc-1}]\n"
     )
     return p
+
+
+def test_stage_verbs_run_a_pipeline_config_end_to_end(cli, tmp_path):
+    import yaml
+
+    from mmdata.demo import factory_pipeline
+
+    assert (
+        cli("synth", "--out", tmp_path / "f", "--assets", "1", "--minutes", "0.3", "-q").code == 0
+    )
+    cfg = factory_pipeline(tmp_path / "f", tmp_path / "run")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True)))
+    assert cli("validate", config).code == 0
+    ing = cli("ingest", config, "--json")
+    assert ing.code == 0, ing.err
+    assert {"sensor", "audio", "image"} <= {s["modality"] for s in ing.json()["streams"]}
+    assert cli("ingest", config, "--json").json()["skipped"] is True
+    syn = cli("sync", config, "--json")
+    assert syn.code == 0 and (tmp_path / "run" / "sync" / "clock_models.json").exists()
+    ali = cli("align", config, "--json")
+    assert ali.code == 0, ali.err
+    counts = ali.json()["counts"]
+    assert counts["out"] > 5 and counts["in"] == counts["out"] + counts["quarantined"]
+    assert list((tmp_path / "run" / "records").rglob("part-*.parquet"))
+
+
+def test_align_before_ingest_is_a_clear_stage_error(cli, tmp_path):
+    from mmdata.demo import factory_pipeline
+
+    cli("synth", "--out", tmp_path / "f", "--assets", "1", "--minutes", "0.1", "-q")
+    config = tmp_path / "pipeline.yaml"
+    import yaml
+
+    cfg = factory_pipeline(tmp_path / "f", tmp_path / "run")
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_defaults=True)))
+    r = cli("sync", config)
+    assert r.code == 6 and "needs a completed ingest stage" in r.err

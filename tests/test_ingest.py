@@ -294,3 +294,43 @@ def test_large_parts_stream_in_batches_with_exact_duplicate_rows_removed(tmp_pat
     assert [r.locator for r in stats.rejects] == ["row 100003"]
     assert table.column("ts_ns").to_numpy()[100_000] == ts[100_000]
     assert table.column("ts_ns").to_numpy()[100_001] == ts[100_002]
+
+
+@pytest.mark.parametrize("connector", ["camera", "video", "audio", "sensor", "mcap"])
+def test_every_connector_reads_s3(tmp_path, s3_bucket, connector):
+    """Each connector ingests the same files from s3:// as from disk, against a real server."""
+    from mmdata.synth import SynthConfig, generate_factory
+
+    from .test_connectors_mcap import write_log
+
+    fs, bucket, storage = s3_bucket
+    cam = "mp4" if connector == "video" else "jpeg"
+    factory = tmp_path / "f"
+    generate_factory(SynthConfig(assets=1, minutes=0.1, camera=cam, sensor_format="parquet",
+                                 workers=1), factory)  # fmt: skip
+    stamp = "{dev}_%Y%m%dT%H%M%S.%fZ"
+    sources = {
+        "camera": ("cam", {"timestamp": {"filename": stamp.format(dev="cam-press-1")}}),
+        "video": ("cam", {"start": {"filename": stamp.format(dev="cam-press-1")}}),
+        "audio": ("mic", {"start": {"filename": stamp.format(dev="mic-press-1")}}),
+        "sensor": ("vib", {"layout": "wide", "time": {"column": "ts_ns", "unit": "ns"}}),
+        "mcap": ("mcap", {}),
+    }
+    folder, options = sources[connector]
+    local = factory / "press-1" / folder
+    if connector == "mcap":
+        local.mkdir(parents=True)
+        write_log(local / "log.mcap", seconds=1)
+    fs.put(str(local), f"{bucket}/raw/{folder}", recursive=True)
+    remote = ingest_one(tmp_path, connector, f"s3://{bucket}/raw/{folder}/",
+                        storage_options=storage, **options)  # fmt: skip
+    on_disk = ingest_one(tmp_path, connector, local, **options)
+    assert remote.quarantine == [] and set(remote.streams) == set(on_disk.streams)
+    for suffix, table in remote.streams.items():
+        twin = on_disk.streams[suffix]
+        assert table.num_rows == twin.num_rows > 0
+        assert table.column("ts_ns").equals(twin.column("ts_ns"))
+        assert table.column("source_sha256").to_pylist() == twin.column("source_sha256").to_pylist()
+        assert all(
+            u.startswith(f"s3://{bucket}/raw/") for u in table.column("source_uri").to_pylist()
+        )
