@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -309,7 +310,7 @@ def test_every_connector_reads_s3(tmp_path, s3_bucket, connector):
     generate_factory(SynthConfig(assets=1, minutes=0.1, camera=cam, sensor_format="parquet",
                                  workers=1), factory)  # fmt: skip
     stamp = "{dev}_%Y%m%dT%H%M%S.%fZ"
-    sources = {
+    sources: dict[str, tuple[str, dict[str, Any]]] = {
         "camera": ("cam", {"timestamp": {"filename": stamp.format(dev="cam-press-1")}}),
         "video": ("cam", {"start": {"filename": stamp.format(dev="cam-press-1")}}),
         "audio": ("mic", {"start": {"filename": stamp.format(dev="mic-press-1")}}),
