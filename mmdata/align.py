@@ -34,7 +34,7 @@ from mmdata.records import RECORD_SCHEMA, RECORD_SCHEMA_VERSION, record_id
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
 from mmdata.timebase import NS_PER_MS, NS_PER_S, ClockModel
-from mmdata.windows import find_breaks, plan_windows
+from mmdata.windows import plan_windows
 
 _HEADER = ("stream_id", "device_id", "ts_ns", "segment", "source_uri", "source_locator",
            "source_sha256")  # fmt: skip
@@ -201,8 +201,66 @@ def _provenance(chunk: Chunk, i0: int, i1: int, sid: str) -> list[dict[str, Any]
     return out
 
 
+def _extent(readers: list[StreamReader]) -> tuple[int, int]:
+    use = [r for r in readers if r.modality in _DENSE] or readers
+    lo = min(m.to_reference(int(r.entry["ts_min_ns"])) for r in use
+             for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
+    hi = max(m.to_reference(int(r.entry["ts_max_ns"])) for r in use
+             for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
+    return int(lo), int(hi) + 1
+
+
+def asset_layout(readers: list[StreamReader], max_gap_ns: int) -> list[tuple[int, int]]:
+    """Breaks of an asset's dense streams, in reference time, read row group by row group.
+
+    Only time columns are read and one row of state is carried between groups, so memory
+    does not grow with the length of the input.
+    """
+    breaks: set[tuple[int, int]] = set()
+    for r in readers:
+        if r.modality not in _DENSE:
+            continue
+        pf = pq.ParquetFile(r.path)
+        cols = ["ts_ns", "segment"] + (["n_frames", "sample_rate"] if r.modality == "audio" else [])
+        prev_end: int | None = None
+        prev_seg: int | None = None
+        for g in range(pf.metadata.num_row_groups):
+            t = pf.read_row_group(g, columns=cols)
+            seg = t.column("segment").to_numpy()
+            start = r.clock.to_reference(t.column("ts_ns").to_numpy(), seg)
+            if r.modality == "audio":  # a row is a chunk: it ends where its last frame ends
+                dur = (t.column("n_frames").to_numpy().astype(np.int64) * NS_PER_S
+                       // t.column("sample_rate").to_numpy().astype(np.int64))  # fmt: skip
+                end = start + dur
+            else:
+                end = start
+            if prev_end is not None:
+                start = np.concatenate([[prev_end], start])
+                end = np.concatenate([[prev_end], end])
+                seg = np.concatenate([[prev_seg], seg])
+            gap = start[1:] - end[:-1] > max_gap_ns
+            for i in np.flatnonzero(gap | (seg[1:] != seg[:-1])):
+                a, b = int(end[i]), int(start[i + 1])
+                breaks.add((min(a, b), max(a, b)))
+            prev_end, prev_seg = int(end[-1]), int(seg[-1])
+    return sorted(breaks)
+
+
+def partitions(extent: tuple[int, int], cfg: AlignConfig) -> list[tuple[int, int]]:
+    """The asset × time partitions of an asset: ``partition_s`` each, on the epoch grid."""
+    lo, hi = extent
+    step = cfg.partition_s * NS_PER_S
+    first = (lo // step) * step
+    return [(a, a + step) for a in range(first, hi, step)]
+
+
 class AssetAligner:
-    """Aligns one asset's streams chunk by chunk."""
+    """Aligns one asset's streams over a range of reference time, chunk by chunk.
+
+    ``breaks`` are the asset's breaks (gaps and clock jumps in dense streams) over its whole
+    extent, found beforehand by :func:`asset_layout`, so every partition of the asset
+    numbers spans and drops break-crossing windows the same way.
+    """
 
     def __init__(self, asset_id: str, readers: list[StreamReader], cfg: AlignConfig,
                  shaping: str, anchors: np.ndarray | None) -> None:  # fmt: skip
@@ -211,30 +269,28 @@ class AssetAligner:
         self.cfg = cfg
         self.shaping = shaping
         self.anchors = anchors
-        self.breaks: set[tuple[int, int]] = set()
-        self.last_dense: dict[str, int] = {}
+        self.breaks: list[tuple[int, int]] = []
 
     def extent(self) -> tuple[int, int]:
         """Reference-time extent of the asset's data (dense streams if any, else all)."""
-        use = [r for r in self.readers if r.modality in _DENSE] or self.readers
-        lo = min(m.to_reference(int(r.entry["ts_min_ns"])) for r in use
-                 for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
-        hi = max(m.to_reference(int(r.entry["ts_max_ns"])) for r in use
-                 for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
-        return int(lo), int(hi) + 1
+        return _extent(self.readers)
 
-    def run(self, writer: RecordWriter) -> AssetResult:
-        """Align every chunk of the asset into ``writer``."""
+    def run(self, writer: RecordWriter, part: tuple[int, int] | None = None,
+            breaks: list[tuple[int, int]] | None = None) -> AssetResult:  # fmt: skip
+        """Align the windows starting in ``part`` (default: the whole asset) into ``writer``."""
         res = AssetResult(self.asset_id)
         if not self.readers:
             return res
         lo, hi = self.extent()
+        self.breaks = sorted(breaks) if breaks is not None else asset_layout(
+            self.readers, self.cfg.max_gap_ms * NS_PER_MS)  # fmt: skip
+        step = self.cfg.chunk_s * NS_PER_S
+        p0, p1 = part if part is not None else ((lo // step) * step, hi)
         w = self.cfg.window
         length = (w.length_ms if w.mode != "event" else w.pre_ms + w.post_ms) * NS_PER_MS
-        step = self.cfg.chunk_s * NS_PER_S
-        c0 = (lo // step) * step
-        while c0 < hi:
-            c1 = c0 + step
+        c0 = p0
+        while c0 < min(p1, hi):
+            c1 = min(c0 + step, p1)
             self._chunk(c0, c1, length, lo, hi, writer, res)
             c0 = c1
         return res
@@ -244,19 +300,14 @@ class AssetAligner:
         w = self.cfg.window
         pad = max(length, (w.pre_ms + w.post_ms) * NS_PER_MS) + self.cfg.max_gap_ms * NS_PER_MS
         chunks = self._read(c0 - pad, c1 + pad)
-        for ch in chunks:
-            if ch.reader.modality in _DENSE and ch.ref_ts.size:
-                segs = ch.table.column("segment").to_numpy()
-                for b in find_breaks(ch.ref_ts, segs, self.cfg.max_gap_ms * NS_PER_MS):
-                    self.breaks.add(b)
         anchors = None
         if self.anchors is not None:
             anchors = self.anchors[(self.anchors >= c0) & (self.anchors < c1)]
-        plan = plan_windows((max(lo, c0), min(hi, c1)), w, sorted(self.breaks), anchors)
+        plan = plan_windows((max(lo, c0), min(hi, c1)), w, self.breaks, anchors)
         if w.mode != "event":  # windows belong to the chunk holding their start
             keep = (plan.starts >= c0) & (plan.starts < c1)
             plan.starts, plan.ends, plan.span = plan.starts[keep], plan.ends[keep], plan.span[keep]
-        dropped = self._dropped_at_breaks(max(lo, c0), min(hi, c1), length)
+        dropped = self._dropped_at_breaks(c0, c1, lo, hi)
         for s, e in dropped:
             res.dropped.append((s, e, "window crosses a break (gap or clock jump)"))
         res.planned += plan.starts.size + len(dropped)
@@ -269,17 +320,17 @@ class AssetAligner:
                 writer.add(rec)
                 res.written += 1
 
-    def _dropped_at_breaks(self, lo: int, hi: int, length: int) -> list[tuple[int, int]]:
+    def _dropped_at_breaks(self, c0: int, c1: int, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Grid windows starting in [c0, c1) that would cross a break."""
         w = self.cfg.window
         if w.mode == "event" or not self.breaks:
             return []
-        full = plan_windows((lo, hi), w, [])
-        starts, ends = full.starts, full.ends
+        full = plan_windows((max(lo, c0), min(hi, c1)), w, [])
         out = []
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            if any(s < max(b, a + 1) and e > a for a, b in self.breaks):
+        for s, e in zip(full.starts.tolist(), full.ends.tolist(), strict=True):
+            if c0 <= s < c1 and any(s < max(b, a + 1) and e > a for a, b in self.breaks):
                 out.append((s, e))
-        return [(s, e) for s, e in out if lo <= s < hi or (s < lo < e)]
+        return out
 
     def _read(self, ref_lo: int, ref_hi: int) -> list[Chunk]:
         out: list[Chunk] = []
@@ -489,8 +540,10 @@ def _opt_int(t: pa.Table, name: str, i: int) -> int | None:
 class RecordWriter:
     """Writes records to ``asset_id=<a>/date=<d>/part-NNNNN.parquet``, row groups by count."""
 
-    def __init__(self, root: Path, records_per_group: int, records_per_file: int = 4096) -> None:
+    def __init__(self, root: Path, records_per_group: int, records_per_file: int = 4096,
+                 prefix: str = "part-00000") -> None:  # fmt: skip
         self.root = root
+        self.prefix = prefix
         self.per_group = records_per_group
         self.per_file = records_per_file
         self.buffer: list[dict[str, Any]] = []
@@ -515,7 +568,8 @@ class RecordWriter:
             self.writer.close()
         n = self.parts.get(key, 0)
         self.parts[key] = n + 1
-        rel = f"asset_id={key[0]}/date={key[1]}/part-{n:05d}.parquet"
+        name = self.prefix if n == 0 else f"{self.prefix}-{n}"
+        rel = f"asset_id={key[0]}/date={key[1]}/{name}.parquet"
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = pq.ParquetWriter(path, RECORD_SCHEMA, compression="zstd",
@@ -584,23 +638,46 @@ def load_readers(ingest_dir: Path, clocks: dict[str, ClockInfo]) -> dict[str, li
     return out
 
 
-def align_asset(job: dict[str, Any]) -> AssetResult:
-    """Align one asset (a process-pool job; plain data in and out)."""
-    cfg = AlignConfig.model_validate(job["align"])
-    clocks = {
+def _job_clocks(job: dict[str, Any]) -> dict[str, ClockInfo]:
+    return {
         d: ClockInfo(ClockModel(**c["model"]), c["uncertain"], c["exceeds"],
                      {int(k): ClockModel(**v) for k, v in c.get("segments", {}).items()})
         for d, c in job["clocks"].items()
     }  # fmt: skip
-    readers = load_readers(Path(job["ingest_dir"]), clocks).get(job["asset_id"], [])
+
+
+def align_asset(job: dict[str, Any]) -> AssetResult:
+    """Align one asset × time partition (a process-pool job; plain data in and out).
+
+    ``job["part"]`` is ``[start_ns, end_ns)`` and ``job["part_index"]`` names its files;
+    without them the whole asset is one partition.
+    """
+    cfg = AlignConfig.model_validate(job["align"])
+    readers = load_readers(Path(job["ingest_dir"]), _job_clocks(job)).get(job["asset_id"], [])
     anchors = _anchors(readers, cfg)
-    writer = RecordWriter(Path(job["out_dir"]), cfg.records_per_group)
+    index = int(job.get("part_index", 0))
+    writer = RecordWriter(Path(job["out_dir"]), cfg.records_per_group, prefix=f"part-{index:05d}")
+    part = tuple(job["part"]) if job.get("part") else None
+    breaks = [tuple(b) for b in job["breaks"]] if "breaks" in job else None
     try:
-        res = AssetAligner(job["asset_id"], readers, cfg, job["shaping"], anchors).run(writer)
+        aligner = AssetAligner(job["asset_id"], readers, cfg, job["shaping"], anchors)
+        res = aligner.run(writer, part, breaks)
     finally:
         writer.close()
     res.files = writer.files
     return res
+
+
+def plan_jobs(base: dict[str, Any], ingest_dir: Path, clocks: dict[str, ClockInfo],
+              cfg: AlignConfig) -> list[dict[str, Any]]:  # fmt: skip
+    """One job per asset × time partition, with the asset's breaks found once up front."""
+    jobs = []
+    for asset, readers in sorted(load_readers(ingest_dir, clocks).items()):
+        breaks = asset_layout(readers, cfg.max_gap_ms * NS_PER_MS)
+        for i, part in enumerate(partitions(_extent(readers), cfg)):
+            jobs.append({**base, "asset_id": asset, "part": list(part), "part_index": i,
+                         "breaks": [list(b) for b in breaks]})  # fmt: skip
+    return jobs
 
 
 def _anchors(readers: list[StreamReader], cfg: AlignConfig) -> np.ndarray | None:
@@ -634,9 +711,22 @@ def run_assets(jobs: list[dict[str, Any]], workers: int,
         return results
 
 
+def _merge(results: list[AssetResult]) -> list[AssetResult]:
+    """Partition results → one per asset (in partition order)."""
+    by_asset: dict[str, AssetResult] = {}
+    for r in results:
+        m = by_asset.setdefault(r.asset_id, AssetResult(r.asset_id))
+        m.planned += r.planned
+        m.written += r.written
+        m.dropped.extend(r.dropped)
+        m.files.extend(r.files)
+    return [by_asset[a] for a in sorted(by_asset)]
+
+
 def shaping_hash(config: PipelineConfig) -> str:
     """Hash of the config that shapes records (window and join rules)."""
-    return config_hash(config.align.model_dump(mode="json", exclude={"workers", "chunk_s"}))
+    return config_hash(config.align.model_dump(
+        mode="json", exclude={"workers", "chunk_s", "partition_s"}))  # fmt: skip
 
 
 def write_index(out_dir: Path, results: list[AssetResult]) -> None:
@@ -682,18 +772,18 @@ def run_align(
     spec = StageSpec(name="records", version="1",
                      config=config.align.model_dump(mode="json"),
                      inputs_fingerprint=config_hash({"upstream": upstream}))  # fmt: skip
-    assets = sorted(load_readers(ingest_dir, clocks))
 
     def stage(ctx: StageContext) -> StageCounts:
-        jobs = [{
-            "asset_id": a, "align": config.align.model_dump(mode="json"),
+        base = {
+            "align": config.align.model_dump(mode="json"),
             "clocks": {d: {"model": c.model.model_dump(), "uncertain": c.uncertain,
                            "exceeds": c.exceeds_tolerance,
                            "segments": {str(k): v.model_dump() for k, v in c.segments.items()}}
                        for d, c in clocks.items()},
             "ingest_dir": str(ingest_dir), "out_dir": str(ctx.out_dir),
             "shaping": shaping_hash(config),
-        } for a in assets]  # fmt: skip
+        }  # fmt: skip
+        jobs = plan_jobs(base, ingest_dir, clocks, config.align)
         done = 0
 
         def tick(r: AssetResult) -> None:
@@ -701,7 +791,7 @@ def run_align(
             done += 1
             ctx.report(f"align: {r.asset_id}", done, len(jobs))
 
-        results = run_assets(jobs, config.align.workers, tick)
+        results = _merge(run_assets(jobs, config.align.workers, tick))
         for r in results:
             for start, end, reason in r.dropped:
                 ctx.quarantine.record(f"asset:{r.asset_id}", "WindowDropped", reason,

@@ -247,6 +247,12 @@ class AlignConfig(_Strict):
         120, gt=0, description="Reference time processed at once per asset (bounds memory)."
     )
     records_per_group: int = Field(64, gt=0, description="Parquet row-group size, in records.")
+    partition_s: int = Field(
+        600,
+        gt=0,
+        description="Assets are aligned in partitions of this much reference time "
+        "(the unit of parallel work; each writes its own part file).",
+    )
     workers: int = Field(2, ge=1, le=256, description="Assets aligned in parallel.")
 
 

@@ -63,8 +63,9 @@ def test_records_are_partitioned_by_asset_and_date_and_counts_reconcile(tumbling
     _, run_dir, rows = tumbling
     parts = sorted(p.relative_to(run_dir / "records").as_posix()
                    for p in (run_dir / "records").rglob("*.parquet"))  # fmt: skip
-    assert parts == ["asset_id=press-1/date=2026-03-01/part-00000.parquet",
-                     "asset_id=press-2/date=2026-03-01/part-00000.parquet"]  # fmt: skip
+    # One file per asset × 10-minute partition: the devices start just before 08:00.
+    assert parts == [f"asset_id=press-{a}/date=2026-03-01/part-0000{k}.parquet"
+                     for a in (1, 2) for k in (0, 1)]  # fmt: skip
     manifest = json.loads((run_dir / "manifest.json").read_text())
     counts = manifest["stages"]["records"]["counts"]
     assert counts["out"] == len(rows) and counts["in"] == counts["out"] + counts["quarantined"]
