@@ -176,7 +176,7 @@ def bench_align_floor(options: BenchOptions, scratch: Path) -> BenchResult:
 
 
 _PEAK = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from mmdata.align import align_asset, read_clocks, shaping_hash
 from mmdata.config import PipelineConfig
@@ -187,7 +187,9 @@ clocks = {d: {"model": c.model.model_dump(), "uncertain": c.uncertain,
 job = {"asset_id": "press-1", "align": cfg.align.model_dump(mode="json"), "clocks": clocks,
        "ingest_dir": str(run / "ingest"), "out_dir": sys.argv[3], "shaping": shaping_hash(cfg)}
 align_asset(job)
-print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_kb": int(hwm.split()[1])}))
 """
 
 
