@@ -12,9 +12,6 @@ missing a required modality), each dropped window quarantined with its reason.
 
 from __future__ import annotations
 
-import datetime as dt
-import io
-import json
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -23,112 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import soundfile as sf
 
 from mmdata import atomic
+from mmdata.assemble import RecordBuilder
 from mmdata.config import AlignConfig, PipelineConfig, config_hash
-from mmdata.records import RECORD_SCHEMA, RECORD_SCHEMA_VERSION, record_id
+from mmdata.records import RECORD_SCHEMA_VERSION, RecordWriter
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
+from mmdata.stream_reader import (
+    DENSE,
+    AudioChunk,
+    Chunk,
+    ClockInfo,
+    StreamReader,
+    audio_frames,
+    load_readers,
+    read_clocks,
+    sorted_chunk,
+)
 from mmdata.timebase import NS_PER_MS, NS_PER_S, ClockModel
 from mmdata.windows import plan_windows
-
-_HEADER = ("stream_id", "device_id", "ts_ns", "segment", "source_uri", "source_locator",
-           "source_sha256")  # fmt: skip
-_DENSE = ("sensor", "audio")
-
-
-@dataclass
-class ClockInfo:
-    """A device's clock model and its quality, as the aligner needs them.
-
-    ``segments`` holds per-segment models of a device whose clock jumped (segments without
-    a model of their own use the device model).
-    """
-
-    model: ClockModel
-    uncertain: bool = False
-    exceeds_tolerance: bool = False
-    segments: dict[int, ClockModel] = field(default_factory=dict)
-
-    def to_reference(self, ts: np.ndarray, segment: np.ndarray | None) -> np.ndarray:
-        """Device times → reference times, each row by its segment's model."""
-        if not ts.size:
-            return ts
-        if not self.segments or segment is None:
-            return self.model.to_reference(ts)
-        out = self.model.to_reference(ts)
-        for seg, model in self.segments.items():
-            mask = segment == seg
-            if mask.any():
-                out[mask] = model.to_reference(ts[mask])
-        return out
-
-
-@dataclass
-class StreamReader:
-    """Reads a stream's rows for a device-time range, by row group."""
-
-    entry: dict[str, Any]
-    path: Path
-    clock: ClockInfo
-    _bounds: list[tuple[int, int]] = field(default_factory=list)
-    _cache: dict[int, pa.Table] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        meta = pq.read_metadata(self.path)
-        ts_col = meta.schema.to_arrow_schema().get_field_index("ts_ns")
-        for i in range(meta.num_row_groups):
-            st = meta.row_group(i).column(ts_col).statistics
-            self._bounds.append((int(st.min), int(st.max)))
-
-    @property
-    def modality(self) -> str:
-        return str(self.entry["modality"])
-
-    def columns(self) -> list[str] | None:
-        """Columns the aligner needs: dense streams skip their per-row locators."""
-        if self.modality not in _DENSE:
-            return None
-        names = pq.read_schema(self.path).names
-        return [n for n in names if n not in ("stream_id", "device_id", "source_locator")]
-
-    def read(self, dev_lo: int, dev_hi: int) -> pa.Table:
-        """Rows with device time in ``[dev_lo, dev_hi)`` (row groups pruned by statistics)."""
-        groups = [i for i, (a, b) in enumerate(self._bounds) if b >= dev_lo and a < dev_hi]
-        cols = self.columns()
-        if not groups:
-            empty = pq.read_schema(self.path).empty_table()
-            return empty.select(cols) if cols else empty
-        # Consecutive chunks overlap by a margin: keep the last groups instead of re-reading.
-        missing = [g for g in groups if g not in self._cache]
-        if missing:
-            pf = pq.ParquetFile(self.path)
-            fresh = {g: pf.read_row_group(g, columns=cols) for g in missing}
-        else:
-            fresh = {}
-        self._cache = {g: self._cache.get(g) or fresh[g] for g in groups}
-        table = pa.concat_tables([self._cache[g] for g in groups])
-        ts = table.column("ts_ns")
-        mask = pc.and_(pc.greater_equal(ts, dev_lo), pc.less(ts, dev_hi))
-        return table.filter(mask)
-
-
-@dataclass
-class Chunk:
-    """One stream's data for one chunk, in reference time, sorted."""
-
-    reader: StreamReader
-    ref_ts: np.ndarray
-    table: pa.Table
-    uri_codes: np.ndarray | None = None
-    uris: list[str] = field(default_factory=list)
-    shas: dict[int, str] = field(default_factory=dict)
-    dev_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    locators: pa.ChunkedArray | None = None
 
 
 @dataclass
@@ -142,67 +54,8 @@ class AssetResult:
     files: list[str] = field(default_factory=list)
 
 
-def _sorted_chunk(reader: StreamReader, table: pa.Table, ref_ts: np.ndarray) -> Chunk:
-    if ref_ts.size > 1 and np.any(np.diff(ref_ts) < 0):
-        order = np.argsort(ref_ts, kind="stable")
-        table, ref_ts = table.take(pa.array(order)), ref_ts[order]
-    chunk = Chunk(reader, ref_ts, table)
-    if table.num_rows:
-        uri = table.column("source_uri").unify_dictionaries()
-        chunk.uri_codes = np.concatenate([c.indices.to_numpy() for c in uri.chunks])
-        chunk.uris = uri.chunks[0].dictionary.to_pylist()
-        sha = table.column("source_sha256").unify_dictionaries()
-        sha_codes = np.concatenate([c.indices.to_numpy() for c in sha.chunks])
-        sha_values = sha.chunks[0].dictionary.to_pylist()
-        _, where = np.unique(chunk.uri_codes, return_index=True)
-        first = {int(chunk.uri_codes[i]): int(i) for i in where}
-        chunk.shas = {code: sha_values[int(sha_codes[i])] for code, i in first.items()}
-        chunk.dev_ts = table.column("ts_ns").to_numpy()
-        if "source_locator" in table.column_names:
-            chunk.locators = table.column("source_locator")
-    return chunk
-
-
-def _audio_frames(table: pa.Table) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Per-frame device times and samples (frames × channels) of audio chunk rows."""
-    if table.num_rows == 0:
-        return np.zeros(0, np.int64), np.zeros((0, 1), np.float32), 0, 1
-    rate = int(table.column("sample_rate")[0].as_py())
-    ch = int(table.column("channels")[0].as_py())
-    n = table.column("n_frames").to_numpy().astype(np.int64)
-    flat = pc.list_flatten(table.column("samples").combine_chunks()).to_numpy()
-    samples = flat.astype(np.float32, copy=False).reshape(-1, ch)
-    row_ts = table.column("ts_ns").to_numpy()
-    starts = np.repeat(row_ts, n)
-    within = np.arange(n.sum(), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
-    return starts + (within * NS_PER_S) // rate, samples, rate, ch
-
-
-def _provenance(chunk: Chunk, i0: int, i1: int, sid: str) -> list[dict[str, Any]]:
-    """Provenance of rows [i0, i1): one entry per item, with row locators when the stream
-    keeps them in memory (sparse streams) or the device-time range (dense streams)."""
-    if i1 <= i0 or chunk.uri_codes is None:
-        return []
-    codes = chunk.uri_codes[i0:i1]
-    cuts = np.flatnonzero(np.diff(codes)) + 1
-    starts = (np.concatenate([[0], cuts]) + i0).tolist()
-    ends = (np.concatenate([cuts, [i1 - i0]]) + i0 - 1).tolist()
-    out = []
-    for a, b in zip(starts, ends, strict=True):
-        if chunk.locators is not None:
-            la, lb = chunk.locators[a].as_py(), chunk.locators[b].as_py()
-            loc = la if a == b else f"{la} … {lb}"
-        else:
-            lo, hi = int(chunk.dev_ts[a : b + 1].min()), int(chunk.dev_ts[a : b + 1].max())
-            loc = f"device ts_ns {lo}…{hi}"
-        code = int(chunk.uri_codes[a])
-        out.append({"stream_id": sid, "uri": chunk.uris[code], "locator": loc,
-                    "sha256": chunk.shas.get(code)})  # fmt: skip
-    return out
-
-
 def _extent(readers: list[StreamReader]) -> tuple[int, int]:
-    use = [r for r in readers if r.modality in _DENSE] or readers
+    use = [r for r in readers if r.modality in DENSE] or readers
     lo = min(m.to_reference(int(r.entry["ts_min_ns"])) for r in use
              for m in [r.clock.model, *r.clock.segments.values()])  # fmt: skip
     hi = max(m.to_reference(int(r.entry["ts_max_ns"])) for r in use
@@ -218,7 +71,7 @@ def asset_layout(readers: list[StreamReader], max_gap_ns: int) -> list[tuple[int
     """
     breaks: set[tuple[int, int]] = set()
     for r in readers:
-        if r.modality not in _DENSE:
+        if r.modality not in DENSE:
             continue
         pf = pq.ParquetFile(r.path)
         cols = ["ts_ns", "segment"] + (["n_frames", "sample_rate"] if r.modality == "audio" else [])
@@ -311,7 +164,7 @@ class AssetAligner:
         for s, e in dropped:
             res.dropped.append((s, e, "window crosses a break (gap or clock jump)"))
         res.planned += plan.starts.size + len(dropped)
-        builder = _RecordBuilder(self, chunks)
+        builder = RecordBuilder(self.asset_id, self.shaping, self.cfg, chunks)
         for k in range(plan.starts.size):
             rec, reason = builder.build(int(plan.starts[k]), int(plan.ends[k]), int(plan.span[k]))
             if rec is None:
@@ -342,300 +195,20 @@ class AssetAligner:
             table = r.read(lo, hi)
             seg = table.column("segment").to_numpy() if table.num_rows else None
             if r.modality == "audio":
-                dev, samples, rate, ch = _audio_frames(table)
+                dev, samples, rate, ch = audio_frames(table)
                 rows = table.column("ts_ns").to_numpy()
-                base = _sorted_chunk(r, table, c.to_reference(rows, seg))
+                base = sorted_chunk(r, table, c.to_reference(rows, seg))
                 n = table.column("n_frames").to_numpy() if table.num_rows else np.zeros(0, int)
                 frame_seg = np.repeat(seg, n) if seg is not None else None
-                out.append(_AudioChunk(
+                out.append(AudioChunk(
                     r, c.to_reference(dev, frame_seg), base.table, base.uri_codes,
                     base.uris, base.shas, base.dev_ts, base.locators, samples=samples,
                     rate=rate, channels=ch, row_ref=base.ref_ts,
                 ))  # fmt: skip
             else:
                 ts = table.column("ts_ns").to_numpy()
-                out.append(_sorted_chunk(r, table, c.to_reference(ts, seg)))
+                out.append(sorted_chunk(r, table, c.to_reference(ts, seg)))
         return out
-
-
-@dataclass
-class _AudioChunk(Chunk):
-    samples: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.float32))
-    rate: int = 0
-    channels: int = 1
-    row_ref: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-
-class _RecordBuilder:
-    """Builds the record of one window from a chunk's streams."""
-
-    def __init__(self, aligner: AssetAligner, chunks: list[Chunk]) -> None:
-        self.a = aligner
-        self.cfg = aligner.cfg
-        self.chunks = chunks
-
-    def build(self, start: int, end: int, span: int) -> tuple[dict[str, Any] | None, str]:
-        length = end - start
-        rec: dict[str, Any] = {
-            "schema_version": RECORD_SCHEMA_VERSION,
-            "record_id": record_id(self.a.asset_id, start, end, self.a.shaping),
-            "asset_id": self.a.asset_id,
-            "date": dt.datetime.fromtimestamp(start // NS_PER_S, dt.UTC).date().isoformat(),
-            "window_start_ns": start, "window_end_ns": end, "span": span,
-            "sensors": [], "audio": None, "audio_info": None, "image": None, "frames": [],
-            "text": [], "labels": [], "provenance": [],
-        }  # fmt: skip
-        cov: dict[str, list[float]] = {"sensors": [], "audio": [], "image": [], "text": []}
-        flags = {"gap": False, "stale": False, "clock_uncertain": False,
-                 "exceeds_tolerance": False, "missing_modality": False}  # fmt: skip
-        for ch in self.chunks:
-            r = ch.reader
-            sid = str(r.entry["stream_id"])
-            used = False
-            if r.modality == "sensor":
-                used = self._sensor(ch, sid, start, end, rec, cov)
-            elif isinstance(ch, _AudioChunk):
-                used = self._audio(ch, sid, start, end, rec, cov)
-            elif r.modality in ("image", "video"):
-                used = self._frames(ch, sid, start, end, rec, cov, flags)
-            elif r.modality == "text":
-                used = self._text(ch, sid, start, end, rec, cov)
-            if used:
-                flags["clock_uncertain"] |= r.clock.uncertain
-                flags["exceeds_tolerance"] |= r.clock.exceeds_tolerance
-        coverage = {k: (float(np.mean(v)) if v else 0.0) for k, v in cov.items()}
-        present = {k for k, v in cov.items() if v}
-        flags["gap"] = any(0.0 < c < 0.98 for k, c in coverage.items() if k in ("sensors", "audio"))
-        flags["missing_modality"] = any(coverage[k] == 0.0 for k in present)
-        rec["coverage"] = coverage
-        rec["flags"] = flags
-        if not self.cfg.keep_empty and all(c == 0.0 for c in coverage.values()):
-            return None, "window holds no data"
-        for need in self.cfg.require:
-            if coverage[need] == 0.0:
-                return None, f"window has no {need} (align.require)"
-        _ = length
-        return rec, ""
-
-    def _slice(self, ts: np.ndarray, start: int, end: int) -> tuple[int, int]:
-        return int(np.searchsorted(ts, start, "left")), int(np.searchsorted(ts, end, "left"))
-
-    def _sensor(self, ch: Chunk, sid: str, start: int, end: int, rec: dict[str, Any],
-                cov: dict[str, list[float]]) -> bool:  # fmt: skip
-        i0, i1 = self._slice(ch.ref_ts, start, end)
-        names = [c for c in ch.reader.entry["meta"].get("channels") or
-                 [n for n in ch.table.column_names if n not in _HEADER]]  # fmt: skip
-        rate = float(ch.reader.entry["meta"].get("sample_rate_hz") or 0.0)
-        values = [ch.table.column(n).slice(i0, i1 - i0).to_numpy().astype(np.float32)
-                  for n in names]  # fmt: skip
-        rec["sensors"].append({
-            "stream_id": sid, "device_id": ch.reader.entry["device_id"], "sample_rate": rate,
-            "channels": names, "first_ts_ns": int(ch.ref_ts[i0]) if i1 > i0 else None,
-            "n_samples": i1 - i0, "values": values,
-        })  # fmt: skip
-        expected = rate * (end - start) / NS_PER_S if rate else max(1, i1 - i0)
-        cov["sensors"].append(min(1.0, (i1 - i0) / expected) if expected else 0.0)
-        rec["provenance"].extend(_provenance(ch, i0, i1, sid))
-        return i1 > i0
-
-    def _audio(self, ch: _AudioChunk, sid: str, start: int, end: int, rec: dict[str, Any],
-               cov: dict[str, list[float]]) -> bool:  # fmt: skip
-        i0, i1 = self._slice(ch.ref_ts, start, end)
-        expected = ch.rate * (end - start) / NS_PER_S if ch.rate else 1
-        cov["audio"].append(min(1.0, (i1 - i0) / expected) if i1 > i0 else 0.0)
-        if i1 <= i0 or rec["audio"] is not None:
-            return i1 > i0
-        buf = io.BytesIO()
-        sf.write(buf, ch.samples[i0:i1], ch.rate, format="WAV", subtype=self.cfg.audio_subtype)
-        rec["audio"] = {"bytes": buf.getvalue(), "path": None}
-        rec["audio_info"] = {"stream_id": sid, "device_id": ch.reader.entry["device_id"],
-                             "sample_rate": ch.rate, "channels": ch.channels,
-                             "n_frames": i1 - i0, "first_ts_ns": int(ch.ref_ts[i0])}  # fmt: skip
-        r0 = max(0, int(np.searchsorted(ch.row_ref, start, "right")) - 1)
-        r1 = int(np.searchsorted(ch.row_ref, end, "left"))
-        rec["provenance"].extend(_provenance(ch, r0, r1, sid))
-        return True
-
-    def _match(self, ts: np.ndarray, start: int, end: int, modality: str) -> tuple[int, int, int]:
-        """Indices [i0, i1) of items in the window, the as-of item, and its staleness."""
-        sp = self.cfg.sparse.get(modality)  # type: ignore[call-overload]
-        direction = sp.direction if sp else ("backward" if modality == "image" else "nearest")
-        tol = (sp.tolerance_ms if sp else (600 if modality == "image" else 30_000)) * NS_PER_MS
-        i0, i1 = self._slice(ts, start, end)
-        anchor = {"backward": end - 1, "forward": start, "nearest": (start + end) // 2}[direction]
-        if direction == "backward":
-            j = int(np.searchsorted(ts, anchor, "right")) - 1
-        elif direction == "forward":
-            j = int(np.searchsorted(ts, anchor, "left"))
-        else:
-            j = int(np.argmin(np.abs(ts - anchor))) if ts.size else -1
-        if j < 0 or j >= ts.size or abs(int(ts[j]) - anchor) > tol + (end - start):
-            return i0, i1, -1
-        dist = 0 if start <= ts[j] < end else min(abs(int(ts[j]) - start), abs(int(ts[j]) - end))
-        if dist > tol:
-            return i0, i1, -1
-        return i0, i1, j
-
-    def _frames(self, ch: Chunk, sid: str, start: int, end: int, rec: dict[str, Any],
-                cov: dict[str, list[float]], flags: dict[str, bool]) -> bool:  # fmt: skip
-        i0, i1, j = self._match(ch.ref_ts, start, end, "image")
-        idx = sorted(set(range(i0, i1)) | ({j} if j >= 0 else set()))
-        if not idx:
-            cov["image"].append(0.0)
-            return False
-        t = ch.table
-        uri = t.column("uri") if "uri" in t.column_names else None
-        dev = t.column("ts_ns")
-        for i in idx:
-            ts = int(ch.ref_ts[i])
-            stale = 0 if start <= ts < end else min(abs(ts - start), abs(ts - end))
-            path = uri[i].as_py() if uri is not None else None
-            data = self._image_bytes(path) if self.cfg.inline_images and path else None
-            rec["frames"].append({
-                "stream_id": sid, "ts_ns": ts, "device_ts_ns": int(dev[i].as_py()),
-                "staleness_ns": stale, "path": path, "bytes": data,
-                "width": _opt_int(t, "width", i), "height": _opt_int(t, "height", i),
-            })  # fmt: skip
-        primary = j if j >= 0 else idx[-1]
-        pf = next(f for f in rec["frames"] if f["ts_ns"] == int(ch.ref_ts[primary]))
-        if rec["image"] is None and ch.reader.modality == "image":
-            rec["image"] = {"bytes": pf["bytes"], "path": pf["path"]}
-        flags["stale"] |= pf["staleness_ns"] > 0
-        cov["image"].append(1.0)
-        for i in idx:
-            rec["provenance"].extend(_provenance(ch, i, i + 1, sid))
-        return True
-
-    @staticmethod
-    def _image_bytes(path: str) -> bytes:
-        with open(path, "rb") as fh:
-            return fh.read()
-
-    def _text(self, ch: Chunk, sid: str, start: int, end: int, rec: dict[str, Any],
-              cov: dict[str, list[float]]) -> bool:  # fmt: skip
-        sp = self.cfg.sparse.get("text")
-        tol = (sp.tolerance_ms if sp else 30_000) * NS_PER_MS
-        direction = sp.direction if sp else "nearest"
-        lo = start - (tol if direction in ("backward", "nearest") else 0)
-        hi = end + (tol if direction in ("forward", "nearest") else 0)
-        i0, i1 = self._slice(ch.ref_ts, lo, hi)
-        t = ch.table
-        for i in range(i0, i1):
-            ts = int(ch.ref_ts[i])
-            stale = 0 if start <= ts < end else min(abs(ts - start), abs(ts - end))
-            rec["text"].append({
-                "stream_id": sid, "ts_ns": ts, "staleness_ns": stale,
-                "note_id": t.column("note_id")[i].as_py(), "text": t.column("text")[i].as_py(),
-                "lang": t.column("lang")[i].as_py(), "kind": t.column("kind")[i].as_py(),
-            })  # fmt: skip
-            rec["provenance"].extend(_provenance(ch, i, i + 1, sid))
-        cov["text"].append(1.0 if i1 > i0 else 0.0)
-        return i1 > i0
-
-
-def _opt_int(t: pa.Table, name: str, i: int) -> int | None:
-    return int(t.column(name)[i].as_py()) if name in t.column_names else None
-
-
-class RecordWriter:
-    """Writes records to ``asset_id=<a>/date=<d>/part-NNNNN.parquet``, row groups by count."""
-
-    def __init__(self, root: Path, records_per_group: int, records_per_file: int = 4096,
-                 prefix: str = "part-00000") -> None:  # fmt: skip
-        self.root = root
-        self.prefix = prefix
-        self.per_group = records_per_group
-        self.per_file = records_per_file
-        self.buffer: list[dict[str, Any]] = []
-        self.writer: pq.ParquetWriter | None = None
-        self.key: tuple[str, str] | None = None
-        self.in_file = 0
-        self.parts: dict[tuple[str, str], int] = {}
-        self.files: list[str] = []
-
-    def add(self, rec: dict[str, Any]) -> None:
-        key = (rec["asset_id"], rec["date"])
-        if key != self.key or self.in_file >= self.per_file:
-            self._roll(key)
-        self.buffer.append(rec)
-        self.in_file += 1
-        if len(self.buffer) >= self.per_group:
-            self._flush()
-
-    def _roll(self, key: tuple[str, str]) -> None:
-        self._flush()
-        if self.writer is not None:
-            self.writer.close()
-        n = self.parts.get(key, 0)
-        self.parts[key] = n + 1
-        name = self.prefix if n == 0 else f"{self.prefix}-{n}"
-        rel = f"asset_id={key[0]}/date={key[1]}/{name}.parquet"
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.writer = pq.ParquetWriter(path, RECORD_SCHEMA, compression="zstd",
-                                       write_statistics=["window_start_ns", "window_end_ns",
-                                                         "asset_id", "record_id"])  # fmt: skip
-        self.files.append(rel)
-        self.key, self.in_file = key, 0
-
-    def _flush(self) -> None:
-        if self.buffer and self.writer is not None:
-            self.writer.write_table(records_table(self.buffer))
-        self.buffer = []
-
-    def close(self) -> None:
-        self._flush()
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-_NO_SENSORS = pa.schema([f for f in RECORD_SCHEMA if f.name != "sensors"])
-_SENSORS_AT = RECORD_SCHEMA.get_field_index("sensors")
-
-
-def records_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Records (``sensors[*].values`` as numpy arrays) → an Arrow table of RECORD_SCHEMA.
-
-    Sensor values are assembled from numpy buffers with offsets, never as Python floats.
-    """
-    rest = pa.Table.from_pylist(
-        [{k: v for k, v in r.items() if k != "sensors"} for r in records], schema=_NO_SENSORS
-    )
-    entries = [e for r in records for e in r["sensors"]]
-    outer = np.cumsum([0] + [len(r["sensors"]) for r in records], dtype=np.int32)
-    middle = np.cumsum([0] + [len(e["values"]) for e in entries], dtype=np.int32)
-    arrays = [v for e in entries for v in e["values"]]
-    inner = np.cumsum([0] + [a.size for a in arrays], dtype=np.int64)  # < 2**31 per group
-    flat = np.concatenate(arrays).astype(np.float32) if arrays else np.zeros(0, np.float32)
-    values = pa.ListArray.from_arrays(
-        pa.array(middle), pa.ListArray.from_arrays(pa.array(inner.astype(np.int32)), pa.array(flat))
-    )
-    field_types = {f.name: f.type for f in RECORD_SCHEMA.field("sensors").type.value_type}
-    cols = {
-        name: pa.array([e[name] for e in entries], field_types[name])
-        for name in ("stream_id", "device_id", "sample_rate", "channels", "first_ts_ns",
-                     "n_samples")
-    }  # fmt: skip
-    cols["values"] = values
-    struct = pa.StructArray.from_arrays(list(cols.values()), fields=list(
-        RECORD_SCHEMA.field("sensors").type.value_type))  # fmt: skip
-    sensors = pa.ListArray.from_arrays(pa.array(outer), struct)
-    return rest.add_column(
-        _SENSORS_AT, RECORD_SCHEMA.field("sensors"), sensors
-    ).replace_schema_metadata(RECORD_SCHEMA.metadata)
-
-
-def load_readers(ingest_dir: Path, clocks: dict[str, ClockInfo]) -> dict[str, list[StreamReader]]:
-    """Stream readers by asset, from the ingest index (devices without a model: identity)."""
-    index = json.loads((ingest_dir / "streams.json").read_text(encoding="utf-8"))["streams"]
-    out: dict[str, list[StreamReader]] = {}
-    for e in sorted(index, key=lambda x: x["stream_id"]):
-        if not e["rows"]:
-            continue
-        clock = clocks.get(e["device_id"]) or ClockInfo(ClockModel(), uncertain=True)
-        out.setdefault(e["asset_id"], []).append(StreamReader(e, ingest_dir / e["file"], clock))
-    return out
 
 
 def _job_clocks(job: dict[str, Any]) -> dict[str, ClockInfo]:
@@ -736,28 +309,6 @@ def write_index(out_dir: Path, results: list[AssetResult]) -> None:
         "assets": {r.asset_id: {"records": r.written, "dropped": len(r.dropped),
                                 "files": r.files} for r in results},
     })  # fmt: skip
-
-
-def read_clocks(sync_dir: Path) -> dict[str, ClockInfo]:
-    """Clock models from ``RUN/sync/clock_models.json`` (empty when there is none)."""
-    path = sync_dir / "clock_models.json"
-    if not path.exists():
-        return {}
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    out = {}
-    for dev, m in doc["devices"].items():
-        model = ClockModel(offset_ns=int(m["offset_ns"]), drift_ppm=float(m["drift_ppm"]),
-                           origin_ns=int(m["origin_ns"]))  # fmt: skip
-        info = ClockInfo(model, bool(m.get("clock_uncertain")), bool(m.get("exceeds_tolerance")))
-        for seg in m.get("segment_models") or []:
-            if "offset_ns" in seg:
-                info.segments[int(seg["segment"])] = ClockModel(
-                    offset_ns=int(seg["offset_ns"]), drift_ppm=float(seg["drift_ppm"]),
-                    origin_ns=int(seg["origin_ns"]))  # fmt: skip
-            info.uncertain |= bool(seg.get("clock_uncertain"))
-            info.exceeds_tolerance |= bool(seg.get("exceeds_tolerance"))
-        out[dev] = info
-    return out
 
 
 def run_align(

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 RECORD_SCHEMA_VERSION = "mmdata.record/1"
 
@@ -170,3 +173,92 @@ def record_json_schema() -> dict[str, Any]:
                      "window_end_ns"],
         "additionalProperties": False,
     }  # fmt: skip
+
+
+_NO_SENSORS = pa.schema([f for f in RECORD_SCHEMA if f.name != "sensors"])
+_SENSORS_AT = RECORD_SCHEMA.get_field_index("sensors")
+
+
+def records_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records (``sensors[*].values`` as numpy arrays) → an Arrow table of RECORD_SCHEMA.
+
+    Sensor values are assembled from numpy buffers with offsets, never as Python floats.
+    """
+    rest = pa.Table.from_pylist(
+        [{k: v for k, v in r.items() if k != "sensors"} for r in records], schema=_NO_SENSORS
+    )
+    entries = [e for r in records for e in r["sensors"]]
+    outer = np.cumsum([0] + [len(r["sensors"]) for r in records], dtype=np.int32)
+    middle = np.cumsum([0] + [len(e["values"]) for e in entries], dtype=np.int32)
+    arrays = [v for e in entries for v in e["values"]]
+    inner = np.cumsum([0] + [a.size for a in arrays], dtype=np.int64)  # < 2**31 per group
+    flat = np.concatenate(arrays).astype(np.float32) if arrays else np.zeros(0, np.float32)
+    values = pa.ListArray.from_arrays(
+        pa.array(middle), pa.ListArray.from_arrays(pa.array(inner.astype(np.int32)), pa.array(flat))
+    )
+    field_types = {f.name: f.type for f in RECORD_SCHEMA.field("sensors").type.value_type}
+    cols = {
+        name: pa.array([e[name] for e in entries], field_types[name])
+        for name in ("stream_id", "device_id", "sample_rate", "channels", "first_ts_ns",
+                     "n_samples")
+    }  # fmt: skip
+    cols["values"] = values
+    struct = pa.StructArray.from_arrays(list(cols.values()), fields=list(
+        RECORD_SCHEMA.field("sensors").type.value_type))  # fmt: skip
+    sensors = pa.ListArray.from_arrays(pa.array(outer), struct)
+    return rest.add_column(
+        _SENSORS_AT, RECORD_SCHEMA.field("sensors"), sensors
+    ).replace_schema_metadata(RECORD_SCHEMA.metadata)
+
+
+class RecordWriter:
+    """Writes records to ``asset_id=<a>/date=<d>/part-NNNNN.parquet``, row groups by count."""
+
+    def __init__(self, root: Path, records_per_group: int, records_per_file: int = 4096,
+                 prefix: str = "part-00000") -> None:  # fmt: skip
+        self.root = root
+        self.prefix = prefix
+        self.per_group = records_per_group
+        self.per_file = records_per_file
+        self.buffer: list[dict[str, Any]] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.key: tuple[str, str] | None = None
+        self.in_file = 0
+        self.parts: dict[tuple[str, str], int] = {}
+        self.files: list[str] = []
+
+    def add(self, rec: dict[str, Any]) -> None:
+        key = (rec["asset_id"], rec["date"])
+        if key != self.key or self.in_file >= self.per_file:
+            self._roll(key)
+        self.buffer.append(rec)
+        self.in_file += 1
+        if len(self.buffer) >= self.per_group:
+            self._flush()
+
+    def _roll(self, key: tuple[str, str]) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+        n = self.parts.get(key, 0)
+        self.parts[key] = n + 1
+        name = self.prefix if n == 0 else f"{self.prefix}-{n}"
+        rel = f"asset_id={key[0]}/date={key[1]}/{name}.parquet"
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(path, RECORD_SCHEMA, compression="zstd",
+                                       write_statistics=["window_start_ns", "window_end_ns",
+                                                         "asset_id", "record_id"])  # fmt: skip
+        self.files.append(rel)
+        self.key, self.in_file = key, 0
+
+    def _flush(self) -> None:
+        if self.buffer and self.writer is not None:
+            self.writer.write_table(records_table(self.buffer))
+        self.buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from mmdata.align import records_table
-from mmdata.records import RECORD_SCHEMA, hf_features, record_id
+from mmdata.records import RECORD_SCHEMA, hf_features, record_id, records_table
 
 from .conftest import ROOT
 

@@ -80,7 +80,7 @@ def _align_once(cfg: PipelineConfig, run_dir: Path) -> tuple[float, int, int]:
 def _pandas_align(cfg: PipelineConfig, run_dir: Path, out: Path) -> None:
     import pandas as pd
 
-    from mmdata.align import read_clocks
+    from mmdata.stream_reader import read_clocks
 
     clocks = read_clocks(run_dir / "sync")
     index = json.loads((run_dir / "ingest" / "streams.json").read_text())["streams"]
@@ -178,7 +178,8 @@ def bench_align_floor(options: BenchOptions, scratch: Path) -> BenchResult:
 _PEAK = """
 import json, sys
 from pathlib import Path
-from mmdata.align import align_asset, read_clocks, shaping_hash
+from mmdata.align import align_asset, shaping_hash
+from mmdata.stream_reader import read_clocks
 from mmdata.config import PipelineConfig
 cfg = PipelineConfig.model_validate_json(Path(sys.argv[1]).read_text())
 run = Path(sys.argv[2])
