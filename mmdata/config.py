@@ -170,7 +170,7 @@ class SyncConfig(_Strict):
         default_factory=dict,
         description="NTP/PTP logs per device: device id -> path or glob (evidence 'ntp_log'). "
         "Key '*' applies to every device, with {device} in the path replaced by its id. "
-        "Relative paths are taken from the working directory.",
+        "Relative paths are taken from the config file's folder.",
     )
     plant_clock: str | None = Field(
         None,
@@ -412,6 +412,7 @@ class PipelineConfig(_Strict):
         for asset in data["assets"].values():
             for src in asset["sources"]:
                 src["path"] = fix(src["path"])
+        data["sync"]["ntp_logs"] = {dev: fix(p) for dev, p in self.sync.ntp_logs.items()}
         return PipelineConfig.model_validate(data)
 
     def devices(self) -> list[str]:

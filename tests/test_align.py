@@ -199,7 +199,7 @@ def test_records_load_in_hugging_face_datasets_with_decoded_media(tumbling):
     _, run_dir, _ = tumbling
     files = sorted(str(p) for p in (run_dir / "records").rglob("*.parquet"))
     ds = datasets.load_dataset("parquet", data_files=files, split="train")
-    row = next(r for r in ds if r["coverage"]["audio"] == 1.0 and r["image"] is not None)
+    row = next(r for r in ds if r["coverage"]["audio"] > 0.99 and r["image"] is not None)
     assert row["image"].size == (320, 240)  # decoded by PIL
     samples = row["audio"].get_all_samples()
     assert samples.sample_rate == 16000 and samples.data.shape[-1] > 30000

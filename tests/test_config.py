@@ -102,3 +102,16 @@ def test_config_hash_is_stable_and_sensitive(pipeline_yaml):
     assert config_hash(a) == config_hash(b)
     c = a.model_copy(update={"engine": "ray"})
     assert config_hash(c) != config_hash(a)
+
+
+def test_relative_paths_are_taken_from_the_config_folder(tmp_path):
+    cfg = PipelineConfig.model_validate({
+        "run_dir": "runs/x",
+        "assets": {"a": {"sources": [{"connector": "notes", "path": "n.jsonl"},
+                                     {"connector": "sensor", "path": "s3://b/k/"}]}},
+        "sync": {"ntp_logs": {"*": "logs/ntp-{device}.log"}},
+    }).resolved(tmp_path)  # fmt: skip
+    assert cfg.run_dir == str(tmp_path / "runs/x")
+    assert cfg.assets["a"].sources[0].path == str(tmp_path / "n.jsonl")
+    assert cfg.assets["a"].sources[1].path == "s3://b/k/"
+    assert cfg.sync.ntp_logs == {"*": str(tmp_path / "logs/ntp-{device}.log")}
