@@ -41,12 +41,14 @@ class RecordBuilder:
             "asset_id": self.asset_id,
             "date": dt.datetime.fromtimestamp(start // NS_PER_S, dt.UTC).date().isoformat(),
             "window_start_ns": start, "window_end_ns": end, "span": span,
-            "sensors": [], "audio": None, "audio_info": None, "image": None, "frames": [],
+            "sensors": [], "audio": None, "audio_info": None, "transcript": [], "image": None,
+            "frames": [],
             "text": [], "labels": [], "provenance": [],
         }  # fmt: skip
         cov: dict[str, list[float]] = {"sensors": [], "audio": [], "image": [], "text": []}
         flags = {"gap": False, "stale": False, "clock_uncertain": False,
-                 "exceeds_tolerance": False, "missing_modality": False}  # fmt: skip
+                 "exceeds_tolerance": False, "missing_modality": False,
+                 "pii_unchecked": False, "scrubbed": False}  # fmt: skip
         for ch in self.chunks:
             r = ch.reader
             sid = str(r.entry["stream_id"])

@@ -65,7 +65,9 @@ COVERAGE_TYPE = pa.struct([
 FLAGS_TYPE = pa.struct([
     ("gap", pa.bool_()), ("stale", pa.bool_()), ("clock_uncertain", pa.bool_()),
     ("exceeds_tolerance", pa.bool_()), ("missing_modality", pa.bool_()),
+    ("pii_unchecked", pa.bool_()), ("scrubbed", pa.bool_()),
 ])  # fmt: skip
+WORD_TYPE = pa.struct([("word", pa.string()), ("t0_ns", pa.int64()), ("t1_ns", pa.int64())])
 PROVENANCE_TYPE = pa.struct([
     ("stream_id", pa.string()), ("uri", pa.string()), ("locator", pa.string()),
     ("sha256", pa.string()),
@@ -82,6 +84,7 @@ _FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("sensors", pa.list_(SENSOR_TYPE), "Sensor streams at their own rates."),
     ("audio", _HF_AUDIO, "WAV of the window's audio (Hugging Face Audio convention)."),
     ("audio_info", AUDIO_INFO_TYPE, "Rate, channels and first-sample time of `audio`."),
+    ("transcript", pa.list_(WORD_TYPE), "Word-timed transcript of `audio` (times from its start)."),
     ("image", _HF_IMAGE, "Primary frame (Hugging Face Image convention: bytes or path)."),
     ("frames", pa.list_(FRAME_TYPE), "Every frame matched to the window."),
     ("text", pa.list_(TEXT_TYPE), "Notes matched to the window."),

@@ -63,10 +63,12 @@ def _record(i: int, channels: int, n: int) -> dict:
                      "n_samples": n,
                      "values": [np.arange(n, dtype=np.float32) + 100 * k
                                 for k in range(channels)]}],
-        "audio": None, "audio_info": None, "image": None, "frames": [], "text": [],
+        "audio": None, "audio_info": None, "transcript": [], "image": None, "frames": [],
+        "text": [],
         "labels": [], "coverage": {"sensors": 1.0, "audio": 0.0, "image": 0.0, "text": 0.0},
         "flags": {"gap": False, "stale": False, "clock_uncertain": False,
-                  "exceeds_tolerance": False, "missing_modality": False},
+                  "exceeds_tolerance": False, "missing_modality": False,
+                  "pii_unchecked": False, "scrubbed": False},
         "provenance": [],
     }  # fmt: skip
 
