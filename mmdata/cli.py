@@ -6,6 +6,7 @@ message and an exit code (README, "Exit codes"). ``MMDATA_DEBUG=1`` shows traceb
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -205,10 +206,11 @@ def _stage_verb(
     """Shared body of the stage verbs that run on an existing run directory."""
     from mmdata.align import run_align
     from mmdata.rundir import RunDir
+    from mmdata.scrub.stage import run_scrub
     from mmdata.sync import run_sync
     from mmdata.validate import validate_pipeline
 
-    runners = {"sync": run_sync, "align": run_align}
+    runners = {"sync": run_sync, "align": run_align, "scrub": run_scrub}
     cfg = validate_pipeline(config).resolved(config.resolve().parent)
     target = run_dir if run_dir is not None else Path(cfg.run_dir)
     with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
@@ -254,6 +256,61 @@ def align(
 ) -> None:
     """Cut the synchronized streams into windows → Parquet records in RUN/records/."""
     _stage_verb("align", config, run_dir, force, quiet, as_json)
+
+
+@app.command(epilog="Example: MMDATA_PII_KEY=... mmdata scrub pipeline.yaml")
+def scrub(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: RunDirOpt = None,
+    force: ForceOpt = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Anonymize RUN/records (notes, frames, audio) into RUN/scrubbed; findings in RUN/audit.
+
+    The pseudonym key comes from scrub.key_env (default MMDATA_PII_KEY) or scrub.key_file.
+    """
+    _stage_verb("scrub", config, run_dir, force, quiet, as_json)
+
+
+@app.command(epilog="Example: mmdata audit runs/demo --sample 20 --seed 1")
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory that was scrubbed.")],
+    sample: Annotated[int, typer.Option(help="Findings shown in context in the report.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the review sample.")] = 0,
+    as_json: AsJson = False,
+) -> None:
+    """Re-scan the scrubbed output for residual PII; write RUN/audit/report.html."""
+    from mmdata.scrub.review import review_run
+
+    out = review_run(run_dir, sample=sample, seed=seed)
+    if as_json:
+        print_json(out)
+        return
+    summ = out["summary"]
+    err_console.print(json.dumps({k: summ[k] for k in summ if k != "sample"}, indent=1)[:3000])
+    err_console.print(f"report: [bold]{out['report']}[/bold]")
+
+
+@app.command("pii-eval", epilog="Example: mmdata pii-eval notes.jsonl --json")
+def pii_eval(
+    corpus: Annotated[
+        Path | None, typer.Argument(help="JSONL: text, lang, spans, must_not_flag.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Precision, recall and F2 per entity type of the text scrubber on a labeled corpus.
+
+    Without CORPUS, the bundled labeled factory notes are used.
+    """
+    from mmdata.scrub.evaluate import DEFAULT_CORPUS
+    from mmdata.scrub.evaluate import pii_eval as evaluate_corpus
+
+    report = evaluate_corpus(corpus or DEFAULT_CORPUS)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        out_console.print(report.format())
 
 
 def _streams_table(streams: list[dict[str, Any]]) -> None:

@@ -4,7 +4,7 @@ The files in the repository's ``schemas/`` folder are these, written by
 ``mmdata schema --write schemas/``; a test fails when they are stale.
 
 >>> sorted(SCHEMAS)
-['manifest', 'pipeline', 'quarantine', 'record']
+['audit', 'manifest', 'pipeline', 'quarantine', 'record']
 >>> json_schema("pipeline")["title"]
 'PipelineConfig'
 """
@@ -24,6 +24,7 @@ from mmdata.errors import UsageError
 from mmdata.quarantine import QuarantineRow
 from mmdata.records import record_json_schema
 from mmdata.rundir import Manifest
+from mmdata.scrub.audit import AuditRow
 
 #: name -> (pydantic model or a function returning the schema, file name in schemas/)
 SCHEMAS: dict[str, tuple[type[BaseModel] | Callable[[], dict[str, Any]], str]] = {
@@ -31,6 +32,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel] | Callable[[], dict[str, Any]], str]] =
     "quarantine": (QuarantineRow, "quarantine.v1.json"),
     "manifest": (Manifest, "manifest.v1.json"),
     "record": (record_json_schema, "record.v1.json"),
+    "audit": (AuditRow, "audit.v1.json"),
 }
 
 _BASE_ID = "https://mmdata.dev/schemas/"

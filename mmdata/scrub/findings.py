@@ -26,7 +26,9 @@ class Finding:
     entity: str  # PERSON, EMAIL_ADDRESS, PHONE_NUMBER, EMPLOYEE_ID, FACE, EXIF_GPS, ...
     score: float
     recognizer: str  # which recognizer / detector fired (and its pattern name, if any)
-    operator: str  # placeholder | pseudonym | mask | redact | keep | blur | box | mute | beep | strip
+    operator: (
+        str  # placeholder | pseudonym | mask | redact | keep | blur | box | mute | beep | strip
+    )
     original_hash: str  # keyed HMAC of the normalized original; "" where there is no text
     start: int | None = None  # text: character span [start, end) in the original text
     end: int | None = None

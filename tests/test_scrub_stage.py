@@ -1,0 +1,102 @@
+"""The scrub stage on the synthetic factory: records → scrubbed records + audit + review."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mmdata.align import run_align
+from mmdata.demo import factory_pipeline
+from mmdata.ingest import run_ingest
+from mmdata.records import RECORD_SCHEMA
+from mmdata.rundir import RunDir
+from mmdata.scrub.audit import read_audit
+from mmdata.scrub.review import review_run
+from mmdata.scrub.stage import run_scrub
+from mmdata.sync import run_sync
+from mmdata.synth import SynthConfig, generate_factory
+
+KEY = "a-test-key-that-is-long-enough-0123456789"
+
+
+@pytest.fixture(scope="module")
+def scrubbed_run(tmp_path_factory):
+    import os
+
+    os.environ["MMDATA_PII_KEY"] = KEY
+    root = tmp_path_factory.mktemp("scrub")
+    factory = root / "factory"
+    generate_factory(SynthConfig(assets=1, minutes=1.2, seed=5, workers=1), factory)
+    cfg = factory_pipeline(factory, root / "run")
+    # OCR of every frame is covered by tests/test_scrub_image.py; here faces + metadata.
+    image = cfg.scrub.image.model_copy(update={"ocr": [], "profile_faces": False})
+    cfg = cfg.model_copy(update={"scrub": cfg.scrub.model_copy(update={"image": image})})
+    with RunDir.open(cfg.run_dir) as run:
+        run_ingest(run, cfg)
+        run_sync(run, cfg)
+        run_align(run, cfg)
+        outcome = run_scrub(run, cfg)
+    truth = json.loads((factory / "ground_truth.json").read_text())
+    return root / "run", truth, outcome
+
+
+def rows(path: Path) -> list[dict]:
+    return [r for f in sorted(path.glob("asset_id=*/date=*/*.parquet"))
+            for r in pq.read_table(f).to_pylist()]  # fmt: skip
+
+
+def test_every_record_is_scrubbed_and_counts_reconcile(scrubbed_run):
+    run, _, outcome = scrubbed_run
+    before, after = rows(run / "records"), rows(run / "scrubbed")
+    assert outcome.counts.in_ == len(before)
+    assert outcome.counts.in_ == outcome.counts.out + outcome.counts.quarantined
+    assert {r["record_id"] for r in after} <= {r["record_id"] for r in before}
+    assert all(r["flags"]["scrubbed"] for r in after)
+    schema = pq.read_schema(next((run / "scrubbed").rglob("part-*.parquet")))
+    assert schema.names == RECORD_SCHEMA.names
+
+
+def test_no_pii_from_the_notes_survives_in_scrubbed_text(scrubbed_run):
+    run, truth, _ = scrubbed_run
+    texts = " ".join(n["text"] for r in rows(run / "scrubbed") for n in r["text"])
+    before = " ".join(n["text"] for r in rows(run / "records") for n in r["text"])
+    secrets = {
+        s["text"]
+        for n in truth["notes"]
+        for s in n["spans"]
+        if s["entity"] in ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "EMPLOYEE_ID")
+    }
+    present = {s for s in secrets if s in before}
+    assert present, "the window's notes must contain some PII to make this test meaningful"
+    assert [s for s in present if s in texts] == []
+
+
+def test_frames_are_inline_and_carry_no_camera_metadata(scrubbed_run):
+    import io
+
+    run, _, _ = scrubbed_run
+    frames = [f for r in rows(run / "scrubbed") for f in r["frames"]]
+    assert frames and all(f["path"] is None and f["bytes"] for f in frames)
+    for f in frames[:10]:
+        with Image.open(io.BytesIO(f["bytes"])) as im:
+            assert len(im.getexif()) == 0
+
+
+def test_audit_holds_findings_but_no_raw_pii_and_the_review_finds_no_residue(scrubbed_run):
+    run, truth, _ = scrubbed_run
+    audit = read_audit(run / "audit" / "findings.parquet")
+    assert {r.entity for r in audit} >= {"PERSON"}
+    review = review_run(run, sample=5, seed=1)
+    assert review["summary"]["residual"]["findings"] == 0
+    secrets = {s["text"] for n in truth["notes"] for s in n["spans"]}
+    for path in (run / "audit").iterdir():
+        data = path.read_bytes()
+        for s in secrets:
+            assert s.encode() not in data, (path.name, "raw PII in the audit")
+        assert KEY.encode() not in data
+    again = review_run(run, sample=5, seed=1)
+    assert (run / "audit" / "report.html").read_text() and again["sample"] == review["sample"]
