@@ -234,43 +234,38 @@ RunDirOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even when unchanged.")]
 
 
-@app.command(epilog="Example: mmdata sync pipeline.yaml")
-def sync(
-    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
-    """Fit a clock model per device (sync events, NTP logs, constants) → RUN/sync/."""
-    _stage_verb("sync", config, run_dir, force, quiet, as_json)
+def _register_stage_verb(stage: str, doc: str, example: str) -> None:
+    """One CLI verb per stage that runs on a pipeline config; they differ only in the stage."""
+
+    def verb(
+        config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+        run_dir: RunDirOpt = None,
+        force: ForceOpt = False,
+        quiet: Quiet = False,
+        as_json: AsJson = False,
+    ) -> None:
+        _stage_verb(stage, config, run_dir, force, quiet, as_json)
+
+    verb.__doc__ = doc
+    app.command(stage, epilog=f"Example: {example}")(verb)
 
 
-@app.command(epilog="Example: mmdata align pipeline.yaml")
-def align(
-    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
-    """Cut the synchronized streams into windows → Parquet records in RUN/records/."""
-    _stage_verb("align", config, run_dir, force, quiet, as_json)
-
-
-@app.command(epilog="Example: MMDATA_PII_KEY=... mmdata scrub pipeline.yaml")
-def scrub(
-    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
-    run_dir: RunDirOpt = None,
-    force: ForceOpt = False,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
-    """Anonymize RUN/records (notes, frames, audio) into RUN/scrubbed; findings in RUN/audit.
-
-    The pseudonym key comes from scrub.key_env (default MMDATA_PII_KEY) or scrub.key_file.
-    """
-    _stage_verb("scrub", config, run_dir, force, quiet, as_json)
+_register_stage_verb(
+    "sync",
+    "Fit a clock model per device (sync events, NTP logs, constants) → RUN/sync/.",
+    "mmdata sync pipeline.yaml",
+)
+_register_stage_verb(
+    "align",
+    "Cut the synchronized streams into windows → Parquet records in RUN/records/.",
+    "mmdata align pipeline.yaml",
+)
+_register_stage_verb(
+    "scrub",
+    "Anonymize RUN/records (notes, frames, audio) into RUN/scrubbed; findings in RUN/audit."
+    "\n\nThe pseudonym key comes from scrub.key_env (default MMDATA_PII_KEY) or scrub.key_file.",
+    "mmdata scrub pipeline.yaml  (with the key in MMDATA_PII_KEY)",
+)
 
 
 @app.command(epilog="Example: mmdata audit runs/demo --sample 20 --seed 1")

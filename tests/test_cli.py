@@ -12,7 +12,19 @@ from mmdata._version import __version__
 
 from .conftest import VALID_PIPELINE, VENV_BIN
 
-VERBS = ["synth", "demo", "validate", "schema", "bench"]
+VERBS = [
+    "synth",
+    "demo",
+    "validate",
+    "schema",
+    "bench",
+    "ingest",
+    "sync",
+    "align",
+    "scrub",
+    "audit",
+    "pii-eval",
+]
 
 
 def test_version(cli):
