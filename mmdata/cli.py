@@ -194,7 +194,7 @@ def _clock_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         table.add_row(
             r["device"] + (" (uncertain)" if r["clock_uncertain"] else ""), str(r["evidence"]),
-            f"{r['offset_ms']:.3f}", f"{r['true_offset_ms']:.3f}", f"{r['drift_ppm']:.2f}",
+            f"{r['offset_ms']:.1f}", f"{r['true_offset_ms']:.1f}", f"{r['drift_ppm']:.2f}",
             f"{r['true_drift_ppm']:.2f}", f"{r['error_ms']:.3f}",
         )  # fmt: skip
     err_console.print(table)
