@@ -34,7 +34,7 @@ class RecordBuilder:
         self.chunks = chunks
 
     def build(self, start: int, end: int, span: int) -> tuple[dict[str, Any] | None, str]:
-        length = end - start
+        """The record of window ``[start, end)``, or ``(None, reason)`` when it is dropped."""
         rec: dict[str, Any] = {
             "schema_version": RECORD_SCHEMA_VERSION,
             "record_id": record_id(self.asset_id, start, end, self.shaping),
@@ -75,7 +75,6 @@ class RecordBuilder:
         for need in self.cfg.require:
             if coverage[need] == 0.0:
                 return None, f"window has no {need} (align.require)"
-        _ = length
         return rec, ""
 
     def _slice(self, ts: np.ndarray, start: int, end: int) -> tuple[int, int]:
