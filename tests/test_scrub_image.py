@@ -141,6 +141,44 @@ def test_a_keep_operator_is_reported_but_not_boxed(factory):
     assert res.stripped == ("exif",) and scan_data(res.data) == scan_data(data)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK"])
+def test_name_tags_are_boxed_whatever_the_pixel_format(factory, mode):
+    root, truth = factory
+    tag = truth["image_pii"][0]
+    rgb = Image.open(root / tag["file"]).convert("RGB")
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
+    elif mode == "P":
+        img = rgb.quantize(64, dither=Image.Dither.NONE)
+    else:
+        img = rgb.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG" if mode == "CMYK" else "PNG")
+    res = scrub_image(buf.getvalue(), ImageScrubConfig(), names, KEY)
+    (person,) = [f for f in res.findings if f.entity == "PERSON"]
+    assert covers(person.bbox, tag["bbox"])
+    x0, y0, x1, y1 = tag["bbox"]
+    out = Image.open(io.BytesIO(res.data))
+    assert out.size == img.size and res.format == ("JPEG" if mode == "CMYK" else "PNG")
+    assert np.asarray(out.convert("L"))[y0:y1, x0:x1].max() < 40
+
+
+def test_a_multi_picture_jpeg_keeps_only_its_first_picture(factory):
+    root, _ = factory
+    first, second = (
+        Image.open(p).convert("RGB") for p in sorted(root.glob("press-1/cam/*.jpg"))[:2]
+    )
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[second])
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    res = scrub_image(data, ImageScrubConfig(), names, KEY)
+    assert "mpf" in res.stripped and "trailer" in res.stripped
+    out = Image.open(io.BytesIO(res.data))
+    assert out.format == "JPEG" and getattr(out, "n_frames", 1) == 1 and not has_metadata(res.data)
+    assert len(res.data) < len(data) // 2 + 1000
+
+
 # ------------------------------------------------------------------ Japanese text
 
 
@@ -366,6 +404,14 @@ def test_bad_images_raise_input_data_error_for_quarantine(factory, make, message
     data = make(next(root.glob("press-1/cam/*.jpg")).read_bytes())
     with pytest.raises(InputDataError, match=message):
         scrub_image(data, ImageScrubConfig(), names, KEY)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 500), (500, 2), (5, 5)])
+def test_tiny_and_thin_images_pass_through(size):
+    buf = io.BytesIO()
+    Image.new("RGB", size, (7, 8, 9)).save(buf, "PNG")
+    res = scrub_image(buf.getvalue(), ImageScrubConfig(), names, KEY)
+    assert not res.changed and res.findings == [] and (res.width, res.height) == size
 
 
 def test_strippers_reject_truncated_containers():

@@ -7,7 +7,8 @@ face / PII text span / personal metadata field, and whether the bytes changed.
 * **Faces**: OpenCV Haar cascades shipped with ``opencv-python`` (frontal, plus profile in
   both directions unless ``profile_faces: false``; no model download). Each face box, grown
   by ``face_margin``, is pixelated to ~6 blocks across and Gaussian-blurred (``faces: blur``)
-  or filled black (``faces: box``). Haar gives no probability: ``score`` is
+  or filled black (``faces: box``). The profile cascade runs at a coarser scale step (1.2
+  instead of 1.1: half its cost). Haar gives no probability: ``score`` is
   ``n / (n + face_min_neighbors)`` for ``n`` overlapping detections (0.5 at the threshold).
 * **Text**: :mod:`mmdata.scrub.ocr` reads text lines with tesseract (``ocr`` languages);
   every line goes to the ``detect`` callable (the text scrubber, see :data:`TextDetector`)
@@ -26,8 +27,9 @@ face / PII text span / personal metadata field, and whether the bytes changed.
 * **Findings for metadata** (modality ``metadata``, operator ``strip``): GPS (``EXIF_GPS``,
   ``XMP_GPS``), author/owner fields (``EXIF_AUTHOR`` for Artist/Copyright/XPAuthor,
   ``EXIF_OWNER`` for CameraOwnerName, ``XMP_AUTHOR``, ``IPTC_AUTHOR``, ``PNG_AUTHOR``), maker
-  notes (``EXIF_MAKERNOTE``: opaque vendor data), and whatever ``detect`` flags in free-text
-  fields (ImageDescription, UserComment, XP*, JPEG comments, PNG text, IPTC captions).
+  notes (``EXIF_MAKERNOTE``: opaque vendor data), an EXIF block Pillow cannot parse
+  (``EXIF_UNREADABLE``), and whatever ``detect`` flags in free-text fields
+  (ImageDescription, UserComment, XP*, JPEG comments, PNG text, IPTC captions).
   Camera make/model, software and capture times are stripped *silently*: they are not
   personal (the capture time already lives in the record as ``ts_ns``). ``stripped`` lists
   what went (``exif``, ``xmp``, ``icc``, ...) so a stage can count it.
@@ -41,7 +43,8 @@ face / PII text span / personal metadata field, and whether the bytes changed.
   2-8 is re-encoded upright (``width``/``height`` are the upright size; the record's frame
   size must follow). Finding boxes are in the output's pixels.
 * **Bad input** (no bytes, not an image, truncated, more than ``max_pixels``, animated or
-  multi-page, a tesseract failure or timeout) raises :class:`~mmdata.errors.InputDataError`
+  multi-page — a multi-picture JPEG keeps its first picture —, metadata hidden inside a
+  pixel-data segment, a tesseract failure or timeout) raises :class:`~mmdata.errors.InputDataError`
   for the stage to quarantine; a missing tesseract, language or cascade raises
   :class:`~mmdata.errors.DependencyError`.
 

@@ -133,9 +133,13 @@ def find_text_lines(gray: np.ndarray) -> list[Box]:
     1
     """
     h_img, w_img = gray.shape[:2]
-    max_area = max(400, h_img * w_img // 40)
-    mser = cv2.MSER.create(5, 12, max_area)
-    regions, boxes = mser.detectRegions(gray)
+    if min(h_img, w_img) < _MIN_CHAR_PX:  # no room for a character (and MSER needs 3x3)
+        return []
+    mser = cv2.MSER.create(5, 12, max(400, h_img * w_img // 40))
+    try:
+        regions, boxes = mser.detectRegions(gray)
+    except cv2.error as err:
+        raise InputDataError(f"text detection failed on this image: {err}") from None
     chars: set[Box] = set()
     for pts, (x, y, w, h) in zip(regions, boxes, strict=True):
         if h < _MIN_CHAR_PX or h > 0.6 * h_img or w > _MAX_CHAR_ASPECT * h:

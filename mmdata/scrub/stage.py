@@ -12,6 +12,7 @@ Every finding becomes one audit row (no raw PII: keyed hashes only).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,24 +88,25 @@ def _read_image(item: dict[str, Any]) -> bytes | None:
 
 
 def _scrub_frames(s: Scrubbers, rec: dict[str, Any], audit: list[tuple[str, Finding]],
-                  cache: dict[str, bytes]) -> None:  # fmt: skip
+                  cache: dict[str, tuple[bytes, int, int]]) -> None:  # fmt: skip
     from mmdata.scrub.image import scrub_image
 
     def one(item: dict[str, Any], field: str) -> dict[str, Any]:
-        key = item.get("path") or keyed_hash(s.key, str(len(item.get("bytes") or b"")))
-        if key in cache:
-            return {**item, "bytes": cache[key], "path": None}
         data = _read_image(item)
         if data is None:
             return item
-        result = scrub_image(data, s.cfg.image, s.detect, s.key, field=field)
-        for f in result.findings:
-            audit.append((rec["record_id"], f))
-        cache[key] = result.data
-        return {**item, "bytes": result.data, "path": None}
+        key = hashlib.sha256(data).hexdigest()  # a frame seen by several windows: scrub once
+        if key not in cache:
+            result = scrub_image(data, s.cfg.image, s.detect, s.key, field=field)
+            for f in result.findings:
+                audit.append((rec["record_id"], f))
+            cache[key] = (result.data, result.width, result.height)
+        out, width, height = cache[key]
+        # An EXIF orientation is applied, so width and height may swap.
+        return {**item, "bytes": out, "path": None, "width": width, "height": height}
 
     rec["frames"] = [one(fr, f"frames[{k}]") for k, fr in enumerate(rec["frames"] or [])]
-    if rec.get("image"):
+    if rec.get("image"):  # the HF Image struct holds bytes and path only
         rec["image"] = {
             k: v for k, v in one(rec["image"], "image").items() if k in ("bytes", "path")
         }
@@ -136,7 +138,7 @@ def scrub_table(s: Scrubbers, table: pa.Table, quarantine: QuarantineLog, source
     audit: list[tuple[str, Finding]] = []
     failed = _scrub_notes(s, records, audit)
     keep = [True] * n
-    cache: dict[str, bytes] = {}
+    cache: dict[str, tuple[bytes, int, int]] = {}
     for i, rec in enumerate(records):
         if i in failed:
             keep[i] = False
