@@ -72,6 +72,17 @@ class Ingested:
         return [r.message for r in self.quarantine]
 
 
+def counts(result: Ingested) -> StageCounts:
+    """The stage's counts of one ingest."""
+    return result.counts
+
+
+def totals(result: Ingested) -> tuple[int, int, int]:
+    """Units in, rows out, units quarantined."""
+    c = result.counts
+    return c.in_, c.out, c.quarantined
+
+
 def ingest_one(
     tmp_path: Path,
     connector: str,

@@ -17,20 +17,13 @@ from PIL import Image
 
 from connectors.camera import CameraOptions
 from connectors.imageheader import read_header
-from mmdata.rundir import StageCounts
 from mmdata.synth import SynthConfig, generate_factory
 
-from .conftest import Ingested, ingest_one
+from .conftest import counts, ingest_one
 
 S = 1_000_000_000
 T0 = 1_772_352_000 * S  # 2026-03-01T08:00:00Z
 NAME = "cam_%Y%m%dT%H%M%S.%fZ"
-
-
-def counts(got: Ingested) -> StageCounts:
-    """The stage counts of an ingest (typed)."""
-    assert isinstance(got.counts, StageCounts)
-    return got.counts
 
 
 def exif_block(

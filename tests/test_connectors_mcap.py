@@ -13,23 +13,10 @@ import pytest
 from mcap.writer import CompressionType, Writer
 
 from connectors.mcap_log import topic_suffix
-from mmdata.rundir import StageCounts
-from tests.conftest import Ingested, ingest_one
+from tests.conftest import counts, ingest_one, totals
 
 T0 = 1_772_352_000_000_000_000  # 2026-03-01T08:00:00Z
 MS = 1_000_000
-
-
-def counts(result: Ingested) -> StageCounts:
-    """The stage's counts (typed)."""
-    assert isinstance(result.counts, StageCounts)
-    return result.counts
-
-
-def totals(result: Ingested) -> tuple[int, int, int]:
-    """Units in, rows out, units quarantined."""
-    c = counts(result)
-    return c.in_, c.out, c.quarantined
 
 
 def write_log(path: Path, *, seconds: int = 2, compression: CompressionType = CompressionType.ZSTD,

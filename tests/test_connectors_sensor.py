@@ -22,24 +22,11 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.sensor import SensorOptions
-from mmdata.rundir import StageCounts
-from tests.conftest import ROOT, Ingested, ingest_one
+from tests.conftest import ROOT, counts, ingest_one, totals
 
 T0 = 1_772_352_000_000_000_000  # 2026-03-01T08:00:00Z
 RATE = 5000
 PERIOD = 1_000_000_000 // RATE
-
-
-def counts(result: Ingested) -> StageCounts:
-    """The stage's counts (typed)."""
-    assert isinstance(result.counts, StageCounts)
-    return result.counts
-
-
-def totals(result: Ingested) -> tuple[int, int, int]:
-    """Units in, rows out, units quarantined."""
-    c = counts(result)
-    return c.in_, c.out, c.quarantined
 
 
 def wide(n: int = 10_000, start: int = T0, period: int = PERIOD) -> pl.DataFrame:

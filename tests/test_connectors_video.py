@@ -14,22 +14,15 @@ import numpy as np
 import pytest
 
 from connectors.video import VideoOptions, pts_to_ns
-from mmdata.rundir import StageCounts
 from mmdata.synth import SynthConfig, generate_factory
 
-from .conftest import Ingested, ingest_one
+from .conftest import counts, ingest_one
 
 S = 1_000_000_000
 T0 = 1_772_352_000 * S  # 2026-03-01T08:00:00Z
 NAME = "cam_%Y%m%dT%H%M%S.%fZ"
 TB_MP4 = Fraction(1, 90_000)
 TB_MKV = Fraction(1, 1000)  # Matroska stores milliseconds
-
-
-def counts(got: Ingested) -> StageCounts:
-    """The stage counts of an ingest (typed)."""
-    assert isinstance(got.counts, StageCounts)
-    return got.counts
 
 
 def write_video(
