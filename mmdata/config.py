@@ -397,16 +397,46 @@ class ScrubConfig(_Strict):
     audio: AudioScrubConfig = Field(default_factory=AudioScrubConfig)
 
 
+class ShiftConfig(_Strict):
+    """A named work shift in plant-local time (may cross midnight)."""
+
+    name: str = Field(description="Shift name, e.g. 'night'.")
+    start: str = Field(pattern=r"^\d{2}:\d{2}$", description="Start, plant-local 'HH:MM'.")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$", description="End (exclusive), 'HH:MM'.")
+
+
+def _default_shifts() -> list[ShiftConfig]:
+    return [ShiftConfig(name="early", start="06:00", end="14:00"),
+            ShiftConfig(name="late", start="14:00", end="22:00"),
+            ShiftConfig(name="night", start="22:00", end="06:00")]  # fmt: skip
+
+
 class SplitConfig(_Strict):
     """Leakage-free train/validation/test splits."""
 
     by: Literal["asset", "line", "shift", "time"] = Field("time", description="Grouping unit.")
-    test: list[str] = Field(default_factory=list, description="Groups held out for test.")
+    test: list[str] = Field(
+        default_factory=list,
+        description="Groups held out for test (asset ids, line names or shift names); "
+        "empty: groups are assigned by `fractions`.",
+    )
+    validation: list[str] = Field(
+        default_factory=list, description="Groups held out for validation (as `test`)."
+    )
     fractions: tuple[float, float, float] = Field(
         (0.7, 0.15, 0.15), description="train/validation/test when groups are not named."
     )
-    gap_ms: int = Field(0, ge=0, description="Guard gap between time-split periods.")
-    stratify: bool = Field(False, description="Stratify by label.")
+    gap_ms: int = Field(
+        0, ge=0, description="Guard gap between time-split periods: windows in it are dropped."
+    )
+    stratify: bool = Field(False, description="Balance label distribution across splits.")
+    shifts: list[ShiftConfig] = Field(
+        default_factory=_default_shifts, description="Shift calendar for `by: shift`."
+    )
+    utc_offset: str = Field(
+        "+00:00", pattern=r"^[+-]\d{2}:\d{2}$", description="Plant clock offset from UTC."
+    )
+    seed: int = Field(0, description="Seed of the group assignment.")
 
 
 DatasetFormat = Literal["llava", "llama_factory", "messages"]
@@ -416,28 +446,71 @@ _DEFAULT_FORMATS: tuple[DatasetFormat, ...] = ("messages",)
 class BuildConfig(_Strict):
     """Instruction-tuning dataset builder."""
 
-    tasks: list[str] = Field(default_factory=lambda: ["defect_class", "describe"])
+    input: Literal["scrubbed", "records"] = Field(
+        "scrubbed",
+        description="Build from scrubbed records (default) or raw records (needs "
+        "`allow_unscrubbed: true`; the dataset card says so).",
+    )
+    allow_unscrubbed: bool = Field(False, description="Permit `input: records`.")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["defect_class", "anomaly_time", "describe", "notes_qa"],
+        description="Task names from the templates file.",
+    )
+    templates: str | None = Field(
+        None, description="YAML templates file; null: the bundled templates."
+    )
     formats: list[DatasetFormat] = Field(default_factory=lambda: list(_DEFAULT_FORMATS))
     sensors_as: Literal["spectrogram_image", "waveform_image", "text_summary", "tensor"] = Field(
         "text_summary", description="How sensor windows reach a language model."
     )
+    audio_as: Literal["audio", "spectrogram_image", "none"] = Field(
+        "audio", description="How the window's audio reaches the model."
+    )
+    images: Literal["primary", "all", "none"] = Field(
+        "primary", description="Frames attached: the primary frame, every frame, or none."
+    )
+    ground_truth: str | None = Field(
+        None, description="A ground_truth.json (synth format) whose faults label the windows."
+    )
+    min_label_overlap: float = Field(
+        0.5, gt=0, le=1, description="A fault labels a window it covers at least this much."
+    )
+    normal_label: str = Field("normal", description="Class of windows with no fault.")
     split: SplitConfig = Field(default_factory=SplitConfig)
+    seed: int = Field(0, description="Seed of the phrasing choice.")
 
 
 class EncoderConfig(_Strict):
     """One modality's encoder in the feature cache."""
 
-    encoder: str = Field(description="Built-in encoder name or a local model path.")
-    batch_size: int = Field(64, gt=0)
+    encoder: str = Field(
+        description="'thumbnail' / 'logmel' / 'spectral' (built in), or a Hugging Face model: local path or "
+        "hub id loaded with from_pretrained (never downloaded unless the user allows it)."
+    )
+    revision: str | None = Field(None, description="Hub revision, if `encoder` is a hub id.")
+    batch_size: int = Field(32, gt=0, description="Items per encoder batch.")
+    pooling: Literal["mean", "cls", "none"] = Field(
+        "mean", description="How token outputs become one vector ('none': keep tokens)."
+    )
 
 
 class FeaturesConfig(_Strict):
     """Feature cache: encoders per modality."""
 
-    image: EncoderConfig | None = None
-    audio: EncoderConfig | None = None
-    sensor: EncoderConfig | None = None
+    image: EncoderConfig | None = Field(
+        default_factory=lambda: EncoderConfig(encoder="thumbnail")
+    )
+    audio: EncoderConfig | None = Field(default_factory=lambda: EncoderConfig(encoder="logmel"))
+    sensor: EncoderConfig | None = Field(
+        default_factory=lambda: EncoderConfig(encoder="spectral")
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where encoders run.")
+    cache_dir: str | None = Field(
+        None, description="Shared cache folder; null: RUN/features/cache."
+    )
+    loader_workers: int = Field(
+        2, ge=0, le=64, description="Worker processes decoding media while the model runs."
+    )
 
 
 class LoraConfig(_Strict):

@@ -1,0 +1,1 @@
+"""The feature cache: encoder outputs per medium, content-addressed, computed in batches."""
