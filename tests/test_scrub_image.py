@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, TiffImagePlugin
 from mmdata.config import ImageScrubConfig
 from mmdata.errors import InputDataError
 from mmdata.scrub.findings import Finding
-from mmdata.scrub.image import ImageResult, scrub_image, strip_jpeg, strip_png
+from mmdata.scrub.image import ImageResult, scrub_image, scrub_images, strip_jpeg, strip_png
 from mmdata.scrub.keys import keyed_hash
 from mmdata.synth import SynthConfig, generate_factory
 from mmdata.synth.plan import BADGE_NAMES
@@ -102,6 +102,27 @@ def test_every_name_tag_is_read_flagged_and_boxed_over_its_ground_truth(factory)
         assert tag["text"] not in json.dumps([x.to_dict() for x in res.findings])
         again = scrub_image(res.data, cfg, names, KEY)  # what the audit re-scan sees
         assert [x for x in again.findings if x.entity == "PERSON"] == []
+
+
+def test_a_batch_reads_every_tag_in_shared_ocr_calls_and_isolates_a_bad_frame(factory, monkeypatch):
+    import mmdata.scrub.ocr as ocr
+
+    root, truth = factory
+    calls: list[int] = []
+    real = ocr._tesseract_tsv
+    monkeypatch.setattr(ocr, "_tesseract_tsv", lambda *a: calls.append(1) or real(*a))
+    tags = truth["image_pii"][:12]
+    datas = [(root / t["file"]).read_bytes() for t in tags]
+    datas.insert(5, datas[0][: len(datas[0]) // 3])  # a truncated frame in the middle
+    out = scrub_images(datas, ImageScrubConfig(), names, KEY)
+    assert isinstance(out[5], InputDataError) and "decode" in out[5].message
+    good = out[:5] + out[6:]
+    assert len(calls) == 1  # twelve frames' text lines in one tesseract call
+    for tag, res in zip(tags, good, strict=True):
+        assert isinstance(res, ImageResult)
+        people = [f for f in res.findings if f.entity == "PERSON"]
+        assert [f.original_hash for f in people] == [keyed_hash(KEY, tag["text"])]
+        assert covers(people[0].bbox, tag["bbox"])
 
 
 def test_frames_without_pii_keep_their_pixel_data_and_lose_only_the_camera_exif(factory):

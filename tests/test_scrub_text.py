@@ -174,6 +174,19 @@ def test_look_alikes_are_never_flagged(scrubber):
     )
 
 
+def test_an_initial_and_a_surname_is_a_name_on_a_tag_or_after_a_cue(scrubber):
+    from mmdata.synth.plan import BADGE_NAMES
+
+    for tag in BADGE_NAMES:  # name tags as OCR reads them: the whole line
+        assert found(scrubber, tag, "en") == [("PERSON", tag)], tag
+    assert found(scrubber, "Spare key is with J. Smith until Monday.", "en") == [
+        ("PERSON", "J. Smith")
+    ]
+    for text in ("Plan B. Check the valve again.", "Moved to bay B. Operator on break.",
+                 "Press P. Done at 14:00."):  # fmt: skip
+        assert found(scrubber, text, "en") == [], text
+
+
 def test_allow_list_assets_globs_and_patterns():
     text = "Crane Maria lifted the die; asset KX-7/B42 checked by Ana Costa."
     plain = TextScrubber(ScrubConfig(allow=AllowConfig(builtin=False)), KEY)

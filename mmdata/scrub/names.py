@@ -44,6 +44,13 @@ _LATIN_CUE = re.compile(
     r"covering|trainee|dear|hi|hello)[:,]? $",
     re.IGNORECASE,
 )
+#: "A. KUMAR", "J. Smith": an initial and a surname, at a line start or after a cue/punctuation
+#: (name tags, sign-offs, "per J. Smith") — not "Plan B. Check" (a letter ending a sentence).
+_INITIAL_SURNAME = re.compile(
+    rf"(?:^|(?<=[\n(\[,;:/]))\s*([A-Z])\. ?([A-Z][{LAT}]*(?:['’\-][{LAT}]+)*)(?![{LAT}0-9])"
+    rf"|(?<=[ ])([A-Z])\. ?([A-Z][{LAT}]*(?:['’\-][{LAT}]+)*)(?![{LAT}0-9])",
+    re.M,
+)
 _SIGNATURE = re.compile(r"(?:^|\s)(?:-{1,2}|—|–|/) ?$")  # "... again. - Zbigniew" at the end
 _LATIN_HONORIFIC = re.compile(r"^(?:-san|-sama|-sensei|-kun| ?(?:さん|様|さま|氏|君|くん|殿))")
 
@@ -168,6 +175,7 @@ class LatinNameRecognizer(RegexRecognizer):
 
     def spans(self, folded: str) -> Iterable[tuple[int, int, float, Rx]]:
         """Name runs with the rule that fired as the pattern name."""
+        yield from self._initials(folded)
         for run in self._runs(folded):
             while run and run[0][2].lower() in LEAD_WORDS:
                 run = run[1:]
@@ -194,7 +202,20 @@ class LatinNameRecognizer(RegexRecognizer):
                 yield s, e, 0.6, _RULE["signature"]
 
 
-_RULES = ("title", "honorific", "given_name", "cue", "signature", "tag", "ner_tokens", "surname")
+    def _initials(self, folded: str) -> Iterable[tuple[int, int, float, Rx]]:
+        for m in _INITIAL_SURNAME.finditer(folded):
+            at_start = m.group(1) is not None
+            surname = m.group(2) if at_start else m.group(4)
+            s = m.start(1) if at_start else m.start(3)
+            if len(surname) < 2 or is_word(surname, FACTORY_WORDS):
+                continue
+            if not at_start and not _LATIN_CUE.search(folded[max(0, s - 14) : s]):
+                continue  # mid-sentence: only after a cue ("per J. Smith")
+            yield s, m.end(), 0.7, _RULE["initial"]
+
+
+_RULES = ("title", "honorific", "given_name", "cue", "signature", "tag", "ner_tokens", "surname",
+          "initial")  # fmt: skip
 _RULE = {name: Rx(name, re.compile(""), 0.0) for name in _RULES}
 _JA_CUE = re.compile(
     r"(?:担当|担当者|作業者|記入者|記録者|確認者|依頼者|受領|受領者|使用者|代理|リーダー|"
@@ -367,4 +388,4 @@ def plausible_person(folded: str, start: int, end: int) -> bool:
     words = re.findall(f"[{LAT}]+", span.lower())
     if words and is_word(words[-1], ORG_HEADS):
         return False  # "Castrol Industrial", "Fanuc America"
-    return not any(w in FACTORY_WORDS for w in words)
+    return not any(w in FACTORY_WORDS for w in words if len(w) > 1)  # "A." is an initial
