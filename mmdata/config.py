@@ -386,6 +386,13 @@ class ScrubConfig(_Strict):
     workers: int = Field(
         1, ge=1, le=64, description="spaCy worker processes per language (nlp.pipe n_process)."
     )
+    processes: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Processes scrubbing records files in parallel (each loads its own "
+        "models, ~1 GB; 1 = in the stage's process).",
+    )
     chunk_chars: int = Field(
         10_000,
         ge=1_000,

@@ -13,7 +13,10 @@ Every finding becomes one audit row (no raw PII: keyed hashes only).
 from __future__ import annotations
 
 import hashlib
+import json
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,11 @@ import pyarrow.parquet as pq
 from mmdata import atomic
 from mmdata.config import PipelineConfig, ScrubConfig, config_hash
 from mmdata.errors import InputDataError, StageError
-from mmdata.quarantine import QuarantineLog
+from mmdata.quarantine import QuarantineLog, QuarantineRow
 from mmdata.records import RECORD_SCHEMA
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
+from mmdata.scrub.audit import AuditRow, AuditWriter
 from mmdata.scrub.findings import Finding
 from mmdata.scrub.keys import keyed_hash, load_key
 
@@ -87,29 +91,77 @@ def _read_image(item: dict[str, Any]) -> bytes | None:
         raise InputDataError(f"frame {path!r} cannot be read: {err.strerror}") from err
 
 
-def _scrub_frames(s: Scrubbers, rec: dict[str, Any], audit: list[tuple[str, Finding]],
-                  cache: dict[str, tuple[bytes, int, int]]) -> None:  # fmt: skip
-    from mmdata.scrub.image import scrub_image
+class _Frames:
+    """Every distinct frame of a table, scrubbed once in shared OCR batches.
 
-    def one(item: dict[str, Any], field: str) -> dict[str, Any]:
-        data = _read_image(item)
-        if data is None:
-            return item
-        key = hashlib.sha256(data).hexdigest()  # a frame seen by several windows: scrub once
-        if key not in cache:
-            result = scrub_image(data, s.cfg.image, s.detect, s.key, field=field)
-            for f in result.findings:
-                audit.append((rec["record_id"], f))
-            cache[key] = (result.data, result.width, result.height)
-        out, width, height = cache[key]
-        # An EXIF orientation is applied, so width and height may swap.
-        return {**item, "bytes": out, "path": None, "width": width, "height": height}
+    A frame several windows share is scrubbed once; its findings go to the audit once, under
+    the first record that keeps it (so a quarantined record cannot take them along).
+    """
 
-    rec["frames"] = [one(fr, f"frames[{k}]") for k, fr in enumerate(rec["frames"] or [])]
-    if rec.get("image"):  # the HF Image struct holds bytes and path only
-        rec["image"] = {
-            k: v for k, v in one(rec["image"], "image").items() if k in ("bytes", "path")
-        }
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.first_field: dict[str, str] = {}
+        self.result: dict[str, Any] = {}  # sha256 -> ImageResult | InputDataError
+        self.audited: set[str] = set()
+
+    def collect(self, rec: dict[str, Any]) -> list[str]:
+        """Read the record's frames; return their hashes (raises for an unreadable one)."""
+        items = [(fr, f"frames[{k}]") for k, fr in enumerate(rec["frames"] or [])]
+        if rec.get("image"):
+            items.append((rec["image"], "image"))
+        keys = []
+        for item, field in items:
+            data = _read_image(item)
+            if data is None:
+                continue
+            key = hashlib.sha256(data).hexdigest()
+            self.data.setdefault(key, data)
+            self.first_field.setdefault(key, field)
+            keys.append(key)
+        return keys
+
+    def scrub(self, s: Scrubbers) -> None:
+        """Scrub every collected frame not yet scrubbed, in OCR batches."""
+        from mmdata.scrub.image import scrub_images
+        from mmdata.scrub.ocr import BATCH_FRAMES
+
+        todo = [k for k in self.data if k not in self.result]
+        for i in range(0, len(todo), BATCH_FRAMES):
+            keys = todo[i : i + BATCH_FRAMES]
+            fields = [self.first_field[k] for k in keys]
+            out = scrub_images([self.data[k] for k in keys], s.cfg.image, s.detect, s.key,
+                               fields=fields)  # fmt: skip
+            self.result.update(zip(keys, out, strict=True))
+        self.data.clear()
+
+    def apply(self, rec: dict[str, Any], audit: list[tuple[str, Finding]]) -> None:
+        """Put the scrubbed frames into ``rec`` (raises the error of a frame that failed)."""
+        from mmdata.scrub.image import ImageResult
+
+        def one(item: dict[str, Any]) -> dict[str, Any]:
+            data = _read_image(item)
+            if data is None:
+                return item
+            res = self.result[hashlib.sha256(data).hexdigest()]
+            assert isinstance(res, ImageResult)
+            # An EXIF orientation is applied, so width and height may swap.
+            return {**item, "bytes": res.data, "path": None, "width": res.width,
+                    "height": res.height}  # fmt: skip
+
+        for key in self.keys_of(rec):
+            if isinstance(self.result[key], InputDataError):
+                raise self.result[key]
+        rec["frames"] = [one(fr) for fr in rec["frames"] or []]
+        if rec.get("image"):  # the HF Image struct holds bytes and path only
+            rec["image"] = {k: v for k, v in one(rec["image"]).items() if k in ("bytes", "path")}
+        for key in self.keys_of(rec):
+            if key not in self.audited:
+                self.audited.add(key)
+                audit.extend((rec["record_id"], f) for f in self.result[key].findings)
+
+    def keys_of(self, rec: dict[str, Any]) -> list[str]:
+        """Hashes of the record's frames, from its collected keys."""
+        return rec.get("_frame_keys", [])
 
 
 def _scrub_audio(s: Scrubbers, rec: dict[str, Any], audit: list[tuple[str, Finding]]) -> bool:
@@ -138,26 +190,37 @@ def scrub_table(s: Scrubbers, table: pa.Table, quarantine: QuarantineLog, source
     audit: list[tuple[str, Finding]] = []
     failed = _scrub_notes(s, records, audit)
     keep = [True] * n
-    cache: dict[str, tuple[bytes, int, int]] = {}
+    frames = _Frames()
+
+    def drop(i: int, error_class: str, message: str) -> None:
+        keep[i] = False
+        quarantine.record(source, error_class, message, item_id=records[i]["record_id"])
+
     for i, rec in enumerate(records):
         if i in failed:
-            keep[i] = False
-            quarantine.record(source, "TextScrubError", "a note of this record could not be "
-                              "scrubbed (see the stage log)", item_id=rec["record_id"])  # fmt: skip
+            drop(i, "TextScrubError", "a note of this record could not be scrubbed (see the "
+                 "stage log)")  # fmt: skip
             continue
         try:
-            _scrub_frames(s, rec, audit, cache)
-            keep[i] = _scrub_audio(s, rec, audit)
-            if not keep[i]:
-                quarantine.record(source, "PiiUnchecked", "speech without a transcript; "
-                                  "scrub.audio.untranscribed_speech is 'drop'",
-                                  item_id=rec["record_id"])  # fmt: skip
-                continue
+            rec["_frame_keys"] = frames.collect(rec)
         except InputDataError as err:
-            keep[i] = False
-            quarantine.record(source, type(err).__name__, err.message, item_id=rec["record_id"])
-            audit = [(rid, f) for rid, f in audit if rid != rec["record_id"]]
+            drop(i, type(err).__name__, err.message)
+    frames.scrub(s)
+    for i, rec in enumerate(records):
+        if not keep[i]:
+            continue
+        try:
+            if not _scrub_audio(s, rec, audit):
+                drop(i, "PiiUnchecked", "speech without a transcript; "
+                     "scrub.audio.untranscribed_speech is 'drop'")  # fmt: skip
+                continue
+            frames.apply(rec, audit)  # last: a dropped record must not claim frame findings
+        except InputDataError as err:
+            drop(i, type(err).__name__, err.message)
+            continue
         rec["flags"]["scrubbed"] = True
+    dropped = {records[i]["record_id"] for i in range(n) if not keep[i]}
+    audit = [(rid, f) for rid, f in audit if rid not in dropped]
     for c in _TOUCHED:
         field = RECORD_SCHEMA.field(c)
         table = table.set_column(table.column_names.index(c), field,
@@ -167,10 +230,52 @@ def scrub_table(s: Scrubbers, table: pa.Table, quarantine: QuarantineLog, source
     return table, audit, n - sum(keep)
 
 
+def scrub_file(job: str) -> str:
+    """Scrub one records file into the stage folder (a worker's job; JSON in, JSON out).
+
+    The job names the input file, the output file and the scrub config; the key is loaded
+    here from the environment or key file, so it never travels between processes. Returns
+    the counts, the quarantined records and the audit rows. Models load once per process.
+    """
+    spec = json.loads(job)
+    cfg = ScrubConfig.model_validate(spec["config"])
+    scrubbers = _scrubbers(cfg)
+    table = pq.read_table(spec["input"])
+    quarantine = QuarantineLog("scrubbed")
+    out, audit, _ = scrub_table(scrubbers, table, quarantine, spec["source"])
+    target = Path(spec["output"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_parquet(target, out.replace_schema_metadata(RECORD_SCHEMA.metadata))
+    writer = AuditWriter(spec["config_hash"], scrubbers.key)
+    for record_id, finding in audit:
+        writer.add(record_id, [finding])
+    return json.dumps({
+        "in": table.num_rows, "out": out.num_rows,
+        "quarantine": [r.model_dump(mode="json") for r in quarantine.rows],
+        "audit": [r.model_dump(mode="json") for r in writer.rows],
+    })  # fmt: skip
+
+
+_PROCESS_SCRUBBERS: dict[str, Scrubbers] = {}
+
+
+def _scrubbers(cfg: ScrubConfig) -> Scrubbers:
+    """This process's scrubbers for ``cfg`` (built on first use)."""
+    h = config_hash(cfg.model_dump(mode="json"))
+    if h not in _PROCESS_SCRUBBERS:
+        _PROCESS_SCRUBBERS.clear()
+        _PROCESS_SCRUBBERS[h] = Scrubbers(cfg, load_key(cfg.key_env, cfg.key_file))
+    return _PROCESS_SCRUBBERS[h]
+
+
 def run_scrub(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | None = None,
               force: bool = False) -> StageOutcome:  # fmt: skip
-    """The ``scrubbed`` stage (after ``records``): scrub every record, audit every finding."""
-    from mmdata.scrub.audit import AuditWriter, scrub_config_hash
+    """The ``scrubbed`` stage (after ``records``): scrub every record, audit every finding.
+
+    Records files are scrubbed by ``scrub.processes`` spawned processes (one file each at a
+    time; each loads its own models), or in this process when it is 1.
+    """
+    from mmdata.scrub.audit import scrub_config_hash
 
     rec = run.manifest.stages.get("records")
     if rec is None or rec.status != "complete":
@@ -179,7 +284,7 @@ def run_scrub(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
     key = load_key(config.scrub.key_env, config.scrub.key_file)
     cfg_hash = scrub_config_hash(config.scrub)
     spec = StageSpec(
-        name="scrubbed", version="1", config=config.scrub,
+        name="scrubbed", version="2", config=config.scrub,
         # The key shapes every pseudonym: a keyed hash of a constant marks a key change.
         inputs_fingerprint=config_hash({"records": rec.fingerprint,
                                         "key": keyed_hash(key, "mmdata-key-check")}),
@@ -188,23 +293,41 @@ def run_scrub(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
     files = sorted(records_dir.glob("asset_id=*/date=*/*.parquet"))
 
     def stage(ctx: StageContext) -> StageCounts:
-        scrubbers = Scrubbers(config.scrub, key)
+        jobs = [json.dumps({
+            "input": str(path), "output": str(ctx.out_dir / path.relative_to(records_dir)),
+            "source": f"records/{path.relative_to(records_dir)}",
+            "config": config.scrub.model_dump(mode="json"), "config_hash": cfg_hash,
+        }) for path in files]  # fmt: skip
+        results = _run_jobs(jobs, config.scrub.processes, ctx)
         writer = AuditWriter(cfg_hash, key)
         n_in = n_out = 0
-        for k, path in enumerate(files):
-            rel = path.relative_to(records_dir)
-            table = pq.read_table(path)
-            n_in += table.num_rows
-            out, audit, _ = scrub_table(scrubbers, table, ctx.quarantine, f"records/{rel}")
-            for record_id, finding in audit:
-                writer.add(record_id, [finding])
-            target = ctx.out_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_parquet(target, out.replace_schema_metadata(RECORD_SCHEMA.metadata))
-            n_out += out.num_rows
-            ctx.report(f"scrub: {rel.parent.parent.name}", k + 1, len(files))
+        for res in results:  # in file order: the audit is the same at any process count
+            n_in += res["in"]
+            n_out += res["out"]
+            for row in res["quarantine"]:
+                ctx.quarantine.rows.append(QuarantineRow.model_validate(row))
+            writer.rows.extend(AuditRow.model_validate(r) for r in res["audit"])
         writer.write(run.root / "audit" / "findings.parquet")
         atomic.write_json(ctx.out_dir / SCRUB_CONFIG, config.scrub.model_dump(mode="json"))
         return StageCounts(in_=n_in, out=n_out, quarantined=n_in - n_out)
 
     return run_stage(run, spec, stage, progress=progress, force=force)
+
+
+def _run_jobs(jobs: list[str], processes: int, ctx: StageContext) -> list[dict[str, Any]]:
+    names = [Path(json.loads(j)["source"]).parent.parent.name for j in jobs]
+    if processes <= 1 or len(jobs) <= 1:
+        out = []
+        for k, job in enumerate(jobs):
+            out.append(json.loads(scrub_file(job)))
+            ctx.report(f"scrub: {names[k]}", k + 1, len(jobs))
+        return out
+    results: dict[int, dict[str, Any]] = {}
+    mp = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=mp) as pool:
+        futures = {pool.submit(scrub_file, job): k for k, job in enumerate(jobs)}
+        for fut in as_completed(futures):
+            k = futures[fut]
+            results[k] = json.loads(fut.result())
+            ctx.report(f"scrub: {names[k]}", len(results), len(jobs))
+    return [results[k] for k in range(len(jobs))]
