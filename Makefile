@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(BIN)/mmdata demo
 
 test: $(STAMP)
+	./scripts/setup_llamafactory.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

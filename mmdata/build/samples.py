@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-IMAGE_TOKEN = "<image>"
-AUDIO_TOKEN = "<audio>"
+IMAGE_TOKEN = "<image>"  # noqa: S105 (a placeholder, not a secret)
+AUDIO_TOKEN = "<audio>"  # noqa: S105
 SPLITS = ("train", "validation", "test")
 _TOKENS = re.compile(r"<image>|<audio>")
 
