@@ -205,12 +205,13 @@ def _stage_verb(
 ) -> None:
     """Shared body of the stage verbs that run on an existing run directory."""
     from mmdata.align import run_align
+    from mmdata.build.stage import run_build
     from mmdata.rundir import RunDir
     from mmdata.scrub.stage import run_scrub
     from mmdata.sync import run_sync
     from mmdata.validate import validate_pipeline
 
-    runners = {"sync": run_sync, "align": run_align, "scrub": run_scrub}
+    runners = {"sync": run_sync, "align": run_align, "scrub": run_scrub, "build": run_build}
     cfg = validate_pipeline(config).resolved(config.resolve().parent)
     target = run_dir if run_dir is not None else Path(cfg.run_dir)
     with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
@@ -221,11 +222,22 @@ def _stage_verb(
     if as_json:
         print_json(doc)
     elif not quiet:
+        for line in _stage_console(outcome.out_dir):
+            err_console.print(line, highlight=False)
         state = "unchanged, skipped" if outcome.skipped else f"{outcome.elapsed_ns / 1e9:.1f} s"
         err_console.print(
             f"{stage}: in {counts['in']} = out {counts['out']} + quarantined "
             f"{counts['quarantined']} ({state}); output: {outcome.out_dir}"
         )
+
+
+def _stage_console(out_dir: Path) -> list[str]:
+    """Lines a stage left for the console in its report (the build's splits and leakage)."""
+    report = out_dir / "build_report.json"
+    if not report.is_file():
+        return []
+    lines: list[str] = json.loads(report.read_text(encoding="utf-8")).get("console", [])
+    return lines
 
 
 RunDirOpt = Annotated[
@@ -265,6 +277,14 @@ _register_stage_verb(
     "Anonymize RUN/records (notes, frames, audio) into RUN/scrubbed; findings in RUN/audit."
     "\n\nThe pseudonym key comes from scrub.key_env (default MMDATA_PII_KEY) or scrub.key_file.",
     "mmdata scrub pipeline.yaml  (with the key in MMDATA_PII_KEY)",
+)
+
+
+_register_stage_verb(
+    "build",
+    "Build instruction datasets (LLaVA, LLaMA-Factory, HF messages) with leakage-free splits "
+    "from RUN/scrubbed → RUN/dataset (+ dataset card README.md).",
+    "mmdata build pipeline.yaml",
 )
 
 

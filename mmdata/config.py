@@ -586,6 +586,11 @@ class PipelineConfig(_Strict):
             for src in asset["sources"]:
                 src["path"] = fix(src["path"])
         data["sync"]["ntp_logs"] = {dev: fix(p) for dev, p in self.sync.ntp_logs.items()}
+        for key in ("ground_truth", "templates"):
+            if data["build"][key]:
+                data["build"][key] = fix(data["build"][key])
+        if data["features"]["cache_dir"]:
+            data["features"]["cache_dir"] = fix(data["features"]["cache_dir"])
         return PipelineConfig.model_validate(data)
 
     def devices(self) -> list[str]:
