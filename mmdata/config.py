@@ -491,8 +491,9 @@ class EncoderConfig(_Strict):
     """One modality's encoder in the feature cache."""
 
     encoder: str = Field(
-        description="'thumbnail' / 'logmel' / 'spectral' (built in), or a Hugging Face model: local path or "
-        "hub id loaded with from_pretrained (never downloaded unless the user allows it)."
+        description="'thumbnail' / 'logmel' / 'spectral' (built in), or a Hugging Face model: "
+        "local path or hub id loaded with from_pretrained (never downloaded unless the user "
+        "allows it)."
     )
     revision: str | None = Field(None, description="Hub revision, if `encoder` is a hub id.")
     batch_size: int = Field(32, gt=0, description="Items per encoder batch.")

@@ -137,16 +137,17 @@ def record_id(asset_id: str, start_ns: int, end_ns: int, shaping_hash: str) -> s
     return hashlib.sha256(key).hexdigest()[:32]
 
 
-def _json_type(t: pa.DataType) -> dict[str, Any]:
+def json_type(t: pa.DataType) -> dict[str, Any]:
+    """The JSON Schema of an Arrow type (nullable), for the schemas/ files."""
     if pa.types.is_struct(t):
         return {
             "type": ["object", "null"],
-            "properties": {t.field(i).name: _json_type(t.field(i).type)
+            "properties": {t.field(i).name: json_type(t.field(i).type)
                            for i in range(t.num_fields)},
             "additionalProperties": False,
         }  # fmt: skip
     if pa.types.is_list(t):
-        return {"type": ["array", "null"], "items": _json_type(t.value_type)}
+        return {"type": ["array", "null"], "items": json_type(t.value_type)}
     if pa.types.is_integer(t):
         return {"type": ["integer", "null"], "x-arrow-type": str(t)}
     if pa.types.is_floating(t):
@@ -162,7 +163,7 @@ def record_json_schema() -> dict[str, Any]:
     """``schemas/record.v1.json``: the record as JSON Schema, derived from the Arrow schema."""
     props = {}
     for name, t, doc in _FIELDS:
-        entry = _json_type(t)
+        entry = json_type(t)
         entry["description"] = doc
         props[name] = entry
     return {

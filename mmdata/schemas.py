@@ -4,7 +4,7 @@ The files in the repository's ``schemas/`` folder are these, written by
 ``mmdata schema --write schemas/``; a test fails when they are stale.
 
 >>> sorted(SCHEMAS)
-['audit', 'manifest', 'pipeline', 'quarantine', 'record']
+['audit', 'manifest', 'pipeline', 'quarantine', 'record', 'sample']
 >>> json_schema("pipeline")["title"]
 'PipelineConfig'
 """
@@ -19,6 +19,7 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from mmdata import atomic
+from mmdata.build.samples import sample_json_schema
 from mmdata.config import PipelineConfig
 from mmdata.errors import UsageError
 from mmdata.quarantine import QuarantineRow
@@ -33,6 +34,7 @@ SCHEMAS: dict[str, tuple[type[BaseModel] | Callable[[], dict[str, Any]], str]] =
     "manifest": (Manifest, "manifest.v1.json"),
     "record": (record_json_schema, "record.v1.json"),
     "audit": (AuditRow, "audit.v1.json"),
+    "sample": (sample_json_schema, "sample.v1.json"),
 }
 
 _BASE_ID = "https://mmdata.dev/schemas/"

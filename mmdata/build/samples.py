@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
 IMAGE_TOKEN = "<image>"  # noqa: S105 (a placeholder, not a secret)
 AUDIO_TOKEN = "<audio>"  # noqa: S105
@@ -116,3 +117,46 @@ def prompt_parts(prompt: str) -> list[dict[str, str]]:
     if pos < len(prompt):
         parts.append({"type": "text", "text": prompt[pos:]})
     return parts
+
+
+_INDEX_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("sample_id", pa.string(), "Stable id: sha256 of record, task and phrasing (32 hex)."),
+    ("record_id", pa.string(), "The record (window) the sample was made from."),
+    ("asset_id", pa.string(), "Asset of the window."),
+    ("window_start_ns", pa.int64(), "Window start, reference time, ns since the epoch."),
+    ("window_end_ns", pa.int64(), "Window end (exclusive)."),
+    ("split", pa.string(), "train | validation | test."),
+    ("task", pa.string(), "Task name from the templates."),
+    ("template", pa.string(), "<task>/<phrasing index> chosen for this record."),
+    ("label", pa.string(), "The window's class (null when unknown or ambiguous)."),
+    ("target", pa.string(), "Structured answer as JSON (class, interval in ns from start)."),
+    ("prompt", pa.string(), "User turn with <image>/<audio> placeholders in media order."),
+    ("response", pa.string(), "Assistant turn."),
+    ("images", pa.list_(pa.string()), "sha256 of each attached image (media/<sha>.<ext>)."),
+    ("image_roles", pa.list_(pa.string()), "What each image shows (frame, spectrogram...)."),
+    ("audios", pa.list_(pa.string()), "sha256 of each attached audio."),
+    ("sensors", pa.list_(pa.string()), "sha256 of each sensor window (sensors.parquet)."),
+]
+
+#: ``RUN/dataset/samples.parquet``: one row per sample, what the trainer and the feature
+#: cache read (media by content hash).
+SAMPLES_SCHEMA = pa.schema(
+    [pa.field(n, t, metadata={"description": d}) for n, t, d in _INDEX_FIELDS]
+)
+
+
+def sample_json_schema() -> dict[str, Any]:
+    """``schemas/sample.v1.json``: a row of ``samples.parquet`` as JSON Schema."""
+    from mmdata.records import json_type
+
+    props = {n: {**json_type(t), "description": d} for n, t, d in _INDEX_FIELDS}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://mmdata.dev/schemas/sample.v1.json",
+        "title": "Sample",
+        "description": "One instruction sample (row of RUN/dataset/samples.parquet).",
+        "type": "object",
+        "properties": props,
+        "required": ["sample_id", "record_id", "split", "task", "prompt", "response"],
+        "additionalProperties": False,
+    }

@@ -37,7 +37,7 @@ from mmdata import atomic
 from mmdata.build.card import write_card
 from mmdata.build.formats import write_formats
 from mmdata.build.labels import Fault, WindowLabels, dataset_classes, load_ground_truth
-from mmdata.build.samples import Sample
+from mmdata.build.samples import SAMPLES_SCHEMA, Sample
 from mmdata.build.splits import WindowMeta, assign_splits, leakage_check
 from mmdata.build.templates import SampleContext, TemplateSet, make_samples
 from mmdata.config import PipelineConfig, config_hash
@@ -57,14 +57,6 @@ SENSORS_SCHEMA = pa.schema([
     ("sha256", pa.string()), ("record_id", pa.string()), ("stream_id", pa.string()),
     ("sample_rate", pa.float64()), ("channels", pa.list_(pa.string())),
     ("values", pa.list_(pa.list_(pa.float32()))),
-])  # fmt: skip
-SAMPLES_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("record_id", pa.string()), ("asset_id", pa.string()),
-    ("window_start_ns", pa.int64()), ("window_end_ns", pa.int64()), ("split", pa.string()),
-    ("task", pa.string()), ("template", pa.string()), ("label", pa.string()),
-    ("target", pa.string()), ("prompt", pa.string()), ("response", pa.string()),
-    ("images", pa.list_(pa.string())), ("image_roles", pa.list_(pa.string())),
-    ("audios", pa.list_(pa.string())), ("sensors", pa.list_(pa.string())),
 ])  # fmt: skip
 
 
