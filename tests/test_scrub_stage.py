@@ -100,3 +100,43 @@ def test_audit_holds_findings_but_no_raw_pii_and_the_review_finds_no_residue(scr
         assert KEY.encode() not in data
     again = review_run(run, sample=5, seed=1)
     assert (run / "audit" / "report.html").read_text() and again["sample"] == review["sample"]
+
+
+def test_the_review_rescans_every_frame_the_stage_did_not_vouch_for(scrubbed_run, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """Frames written with untouched pixels were scanned clean by the same detectors; any
+    other frame — redacted, or changed after the stage — is decoded and scanned again."""
+    import hashlib
+    import io
+    import shutil
+
+    import pyarrow as pa
+
+    import mmdata.scrub.image as image
+
+    src, _, _ = scrubbed_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    scanned = pq.read_table(run / "audit" / "scanned_frames.parquet").to_pylist()
+    written = {r["frame_sha256"] for r in scanned}
+    frames = {hashlib.sha256(f["bytes"]).hexdigest() for r in rows(run / "scrubbed")
+              for f in r["frames"]}  # fmt: skip
+    assert frames == written  # every frame written is listed
+    seen: list[int] = []
+    real = image.scrub_images
+    monkeypatch.setattr(image, "scrub_images", lambda datas, *a, **k: seen.append(len(datas))
+                        or real(datas, *a, **k))  # fmt: skip
+    changed = sum(r["pixels_changed"] for r in scanned)
+    review_run(run, sample=2, seed=0)
+    assert sum(seen) == changed
+    # Swap one frame of one record for different pixels: the review must look at it.
+    path = next((run / "scrubbed").rglob("part-*.parquet"))
+    table = pq.read_table(path)
+    recs = table.to_pylist()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, "JPEG")
+    recs[0]["frames"][0]["bytes"] = buf.getvalue()
+    pq.write_table(pa.Table.from_pylist(recs, schema=table.schema), path)
+    seen.clear()
+    review_run(run, sample=2, seed=0)
+    assert sum(seen) == changed + 1

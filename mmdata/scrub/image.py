@@ -102,6 +102,7 @@ class ImageResult:
     width: int
     height: int
     stripped: tuple[str, ...] = field(default=())  # metadata kinds removed
+    pixels_changed: bool = False  # faces/text redacted or orientation applied
 
 
 def scrub_image(
@@ -234,7 +235,7 @@ def _finish(p: _Prepared, cfg: ImageScrubConfig, text_findings: list[Finding],
     for box in boxes:
         _fill(arr, box)
     out, out_fmt = _encode(arr, p.img, fmt)
-    return ImageResult(out, findings, True, out_fmt, width, height, p.kinds)
+    return ImageResult(out, findings, True, out_fmt, width, height, p.kinds, pixels_changed=True)
 
 
 # ---------------------------------------------------------------- decoding and encoding

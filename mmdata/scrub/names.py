@@ -201,7 +201,6 @@ class LatinNameRecognizer(RegexRecognizer):
             elif _SIGNATURE.search(folded[max(0, s - 4) : s]) and not folded[e:].strip(" .!"):
                 yield s, e, 0.6, _RULE["signature"]
 
-
     def _initials(self, folded: str) -> Iterable[tuple[int, int, float, Rx]]:
         for m in _INITIAL_SURNAME.finditer(folded):
             at_start = m.group(1) is not None

@@ -5,10 +5,16 @@ The same detectors that scrubbed the run (its saved scrub config, the same key) 
 ``RUN/audit/`` then holds ``findings.parquet`` (from the stage), ``residual.parquet``,
 ``summary.json`` and ``report.html`` (counts, residuals, a reproducible sample of findings
 shown in context with the PII replaced). None of them holds raw PII.
+
+Frames are re-scanned once per distinct content, in shared OCR batches; frames whose pixels
+the stage left untouched (listed in ``audit/scanned_frames.parquet`` with the same scrub
+config hash) were already scanned clean by these detectors and are not scanned again — the
+re-scan is deterministic, so it would repeat the same answer. Every redacted frame is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,41 @@ def _records(scrubbed: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _rescan_frames(records: dict[str, dict[str, Any]], s: Any, scanned: dict[str, bool]
+                   ) -> dict[str, list[Finding]]:  # fmt: skip
+    """What the image scrubber would still change in each distinct scrubbed frame (by sha256).
+
+    Frames the stage wrote with their pixels untouched (``scanned`` says False) were already
+    scanned clean by the same detectors and config: they are not decoded again. Every other
+    frame (redacted, or unknown to the stage) is re-scanned, in shared OCR batches.
+    """
+    from mmdata.scrub.image import scrub_images
+    from mmdata.scrub.ocr import BATCH_FRAMES
+
+    todo: dict[str, bytes] = {}
+    out: dict[str, list[Finding]] = {}
+    for rec in records.values():
+        for frame in rec["frames"] or []:
+            if frame.get("bytes"):
+                data = bytes(frame["bytes"])
+                sha = hashlib.sha256(data).hexdigest()
+                if scanned.get(sha) is False:
+                    out[sha] = []
+                elif sha not in out:
+                    todo[sha] = data
+    keys = sorted(todo)
+    for i in range(0, len(keys), BATCH_FRAMES):
+        chunk = keys[i : i + BATCH_FRAMES]
+        results = scrub_images([todo[k] for k in chunk], s.cfg.image, s.detect, s.key)
+        for sha, res in zip(chunk, results, strict=True):
+            if isinstance(res, Exception):
+                raise res
+            # What the scrubber would still change; metadata is stripped on every write.
+            out[sha] = [f for f in res.findings
+                        if f.modality != "metadata" and f.operator != "keep"]  # fmt: skip
+    return out
+
+
 def review_run(run_dir: Path, *, sample: int = 20, seed: int = 0) -> dict[str, Any]:
     """Re-scan ``run_dir``'s scrubbed records; write residuals, summary and the HTML report."""
     from mmdata.scrub.audit import (
@@ -42,9 +83,8 @@ def review_run(run_dir: Path, *, sample: int = 20, seed: int = 0) -> dict[str, A
         rescan_transcript,
         scrub_config_hash,
     )
-    from mmdata.scrub.image import scrub_image
     from mmdata.scrub.report import build_sample, record_resolver, write_report
-    from mmdata.scrub.stage import SCRUB_CONFIG, Scrubbers
+    from mmdata.scrub.stage import SCANNED_FILE, SCRUB_CONFIG, Scrubbers, read_scanned
     from mmdata.scrub.transcript import transcript_from_field
 
     scrubbed = run_dir / "scrubbed"
@@ -56,13 +96,10 @@ def review_run(run_dir: Path, *, sample: int = 20, seed: int = 0) -> dict[str, A
     key = load_key(cfg.key_env, cfg.key_file)
     s = Scrubbers(cfg, key)
 
-    def detect_image(data: bytes) -> list[Finding]:
-        # What the scrubber would still change; metadata is stripped on every write.
-        return [f for f in scrub_image(data, cfg.image, s.detect, key).findings
-                if f.modality != "metadata"]  # fmt: skip
-
     records = _records(scrubbed)
-    residual = AuditWriter(scrub_config_hash(cfg), key)
+    cfg_hash = scrub_config_hash(cfg)
+    frames = _rescan_frames(records, s, read_scanned(audit_dir / SCANNED_FILE, cfg_hash))
+    residual = AuditWriter(cfg_hash, key)
     for rid, rec in records.items():
         found: list[Finding] = []
         for j, note in enumerate(rec["text"] or []):
@@ -73,7 +110,9 @@ def review_run(run_dir: Path, *, sample: int = 20, seed: int = 0) -> dict[str, A
             found += rescan_transcript(words, s.detect)
         for k, frame in enumerate(rec["frames"] or []):
             if frame.get("bytes"):
-                found += rescan_image(bytes(frame["bytes"]), detect_image, field=f"frames[{k}]")
+                data = bytes(frame["bytes"])
+                found += rescan_image(data, lambda d: frames[hashlib.sha256(d).hexdigest()],
+                                      field=f"frames[{k}]")  # fmt: skip
         residual.add(rid, found)
     residual.write(audit_dir / "residual.parquet")
     rows = read_audit(audit_dir / "findings.parquet")

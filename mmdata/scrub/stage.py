@@ -38,6 +38,30 @@ Detect = Callable[[str, str | None], list[Finding]]
 
 _TOUCHED = ("text", "image", "frames", "audio", "transcript", "flags")
 SCRUB_CONFIG = "_scrub_config.json"  # the scrub config (no secrets) that `mmdata audit` reuses
+SCANNED_FILE = "scanned_frames.parquet"
+_SCANNED_SCHEMA = pa.schema([("frame_sha256", pa.string()), ("pixels_changed", pa.bool_()),
+                             ("config_hash", pa.string())])  # fmt: skip
+
+
+def write_scanned(path: Path, scanned: dict[str, bool], cfg_hash: str) -> None:
+    """Every frame the stage wrote (by sha256) and whether its pixels were changed.
+
+    ``mmdata audit`` re-scans only frames whose pixels the scrubber changed: the others are
+    exactly the pixels the same detectors (same config hash) already found nothing to redact
+    in, so a re-scan would repeat the same computation for the same answer.
+    """
+    keys = sorted(scanned)
+    table = pa.table({"frame_sha256": keys, "pixels_changed": [scanned[k] for k in keys],
+                      "config_hash": [cfg_hash] * len(keys)}, schema=_SCANNED_SCHEMA)  # fmt: skip
+    atomic.write_parquet(path, table)
+
+
+def read_scanned(path: Path, cfg_hash: str) -> dict[str, bool]:
+    """:func:`write_scanned`'s table for ``cfg_hash`` (empty when missing or of another config)."""
+    if not path.is_file():
+        return {}
+    rows = pq.read_table(path).to_pylist()
+    return {r["frame_sha256"]: r["pixels_changed"] for r in rows if r["config_hash"] == cfg_hash}
 
 
 class Scrubbers:
@@ -103,6 +127,7 @@ class _Frames:
         self.first_field: dict[str, str] = {}
         self.result: dict[str, Any] = {}  # sha256 -> ImageResult | InputDataError
         self.audited: set[str] = set()
+        self.scanned: dict[str, bool] = {}  # output sha256 -> pixels changed
 
     def collect(self, rec: dict[str, Any]) -> list[str]:
         """Read the record's frames; return their hashes (raises for an unreadable one)."""
@@ -132,6 +157,10 @@ class _Frames:
             out = scrub_images([self.data[k] for k in keys], s.cfg.image, s.detect, s.key,
                                fields=fields)  # fmt: skip
             self.result.update(zip(keys, out, strict=True))
+            for res in out:
+                if not isinstance(res, InputDataError):
+                    sha = hashlib.sha256(res.data).hexdigest()
+                    self.scanned[sha] = self.scanned.get(sha, False) or res.pixels_changed
         self.data.clear()
 
     def apply(self, rec: dict[str, Any], audit: list[tuple[str, Finding]]) -> None:
@@ -181,9 +210,14 @@ def _scrub_audio(s: Scrubbers, rec: dict[str, Any], audit: list[tuple[str, Findi
     return not r.drop
 
 
-def scrub_table(s: Scrubbers, table: pa.Table, quarantine: QuarantineLog, source: str
+def scrub_table(s: Scrubbers, table: pa.Table, quarantine: QuarantineLog, source: str,
+                scanned: dict[str, bool] | None = None
                 ) -> tuple[pa.Table, list[tuple[str, Finding]], int]:  # fmt: skip
-    """Scrub one records table; return it, its findings, and how many records were dropped."""
+    """Scrub one records table; return it, its findings, and how many records were dropped.
+
+    ``scanned`` (optional) receives the sha256 of every frame written → whether the scrubber
+    changed its pixels (False: the detectors found nothing to redact in exactly these pixels).
+    """
     cols = {c: table.column(c).to_pylist() for c in (*_TOUCHED, "record_id")}
     n = table.num_rows
     records = [{c: cols[c][i] for c in cols} for i in range(n)]
@@ -219,6 +253,8 @@ def scrub_table(s: Scrubbers, table: pa.Table, quarantine: QuarantineLog, source
             drop(i, type(err).__name__, err.message)
             continue
         rec["flags"]["scrubbed"] = True
+    if scanned is not None:
+        scanned.update(frames.scanned)
     dropped = {records[i]["record_id"] for i in range(n) if not keep[i]}
     audit = [(rid, f) for rid, f in audit if rid not in dropped]
     for c in _TOUCHED:
@@ -242,7 +278,8 @@ def scrub_file(job: str) -> str:
     scrubbers = _scrubbers(cfg)
     table = pq.read_table(spec["input"])
     quarantine = QuarantineLog("scrubbed")
-    out, audit, _ = scrub_table(scrubbers, table, quarantine, spec["source"])
+    scanned: dict[str, bool] = {}
+    out, audit, _ = scrub_table(scrubbers, table, quarantine, spec["source"], scanned)
     target = Path(spec["output"])
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_parquet(target, out.replace_schema_metadata(RECORD_SCHEMA.metadata))
@@ -253,6 +290,7 @@ def scrub_file(job: str) -> str:
         "in": table.num_rows, "out": out.num_rows,
         "quarantine": [r.model_dump(mode="json") for r in quarantine.rows],
         "audit": [r.model_dump(mode="json") for r in writer.rows],
+        "scanned": sorted(scanned.items()),
     })  # fmt: skip
 
 
@@ -308,6 +346,11 @@ def run_scrub(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
                 ctx.quarantine.rows.append(QuarantineRow.model_validate(row))
             writer.rows.extend(AuditRow.model_validate(r) for r in res["audit"])
         writer.write(run.root / "audit" / "findings.parquet")
+        scanned: dict[str, bool] = {}
+        for res in results:
+            for sha, changed in res["scanned"]:
+                scanned[sha] = scanned.get(sha, False) or changed
+        write_scanned(run.root / "audit" / SCANNED_FILE, scanned, cfg_hash)
         atomic.write_json(ctx.out_dir / SCRUB_CONFIG, config.scrub.model_dump(mode="json"))
         return StageCounts(in_=n_in, out=n_out, quarantined=n_in - n_out)
 
