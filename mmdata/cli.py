@@ -141,6 +141,14 @@ def demo(
     _streams_table(summary["streams"])
     _clock_table(summary["clocks"])
     err_console.print(f"records: {summary['records']}")
+    a = summary["audit"]
+    err_console.print(f"PII audit: {a['findings']} findings anonymized, {a['residual']} residual "
+                      f"after the re-scan; report: {a['report']}")  # fmt: skip
+    for line in summary["dataset"]["console"]:
+        err_console.print(line, highlight=False)
+    err_console.print(f"dataset: {summary['dataset']['samples']} samples in "
+                      f"{summary['dataset']['path']} (card: README.md)")  # fmt: skip
+    err_console.print(f"features: {summary['features']}")
     err_console.print(f"pipeline config: {summary['pipeline']}")
     err_console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
 
@@ -201,18 +209,31 @@ def _clock_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _stage_verb(
-    stage: str, config: Path, run_dir: Path | None, force: bool, quiet: bool, as_json: bool
+    stage: str,
+    config: Path,
+    run_dir: Path | None,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+    update: dict[str, Any] | None = None,
 ) -> None:
-    """Shared body of the stage verbs that run on an existing run directory."""
+    """Shared body of the stage verbs that run on an existing run directory; ``update``
+    overrides config fields (``{"features.device": "cpu"}``)."""
     from mmdata.align import run_align
     from mmdata.build.stage import run_build
+    from mmdata.features.stage import run_features
     from mmdata.rundir import RunDir
     from mmdata.scrub.stage import run_scrub
     from mmdata.sync import run_sync
     from mmdata.validate import validate_pipeline
 
-    runners = {"sync": run_sync, "align": run_align, "scrub": run_scrub, "build": run_build}
+    runners = {"sync": run_sync, "align": run_align, "scrub": run_scrub, "build": run_build,
+               "features": run_features}  # fmt: skip
     cfg = validate_pipeline(config).resolved(config.resolve().parent)
+    for dotted, value in (update or {}).items():
+        section, field = dotted.split(".")
+        part = getattr(cfg, section).model_copy(update={field: value})
+        cfg = cfg.model_copy(update={section: part})
     target = run_dir if run_dir is not None else Path(cfg.run_dir)
     with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
         outcome = runners[stage](run, cfg, progress=progress, force=force)
@@ -232,12 +253,17 @@ def _stage_verb(
 
 
 def _stage_console(out_dir: Path) -> list[str]:
-    """Lines a stage left for the console in its report (the build's splits and leakage)."""
+    """Lines a stage left for the console (the build's splits and leakage, the features'
+    per-modality counts)."""
     report = out_dir / "build_report.json"
-    if not report.is_file():
-        return []
-    lines: list[str] = json.loads(report.read_text(encoding="utf-8")).get("console", [])
-    return lines
+    if report.is_file():
+        lines: list[str] = json.loads(report.read_text(encoding="utf-8")).get("console", [])
+        return lines
+    if (out_dir / "summary.json").is_file() and out_dir.name == "features":
+        from mmdata.features.stage import summary_lines
+
+        return summary_lines(json.loads((out_dir / "summary.json").read_text(encoding="utf-8")))
+    return []
 
 
 RunDirOpt = Annotated[
@@ -286,6 +312,25 @@ _register_stage_verb(
     "from RUN/scrubbed → RUN/dataset (+ dataset card README.md).",
     "mmdata build pipeline.yaml",
 )
+
+
+@app.command(epilog="Example: mmdata features pipeline.yaml --device auto")
+def features(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: RunDirOpt = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto | cpu | cuda (default: features.device).")
+    ] = None,
+    force: ForceOpt = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Encode the dataset's media and sensor windows into the content-addressed feature cache
+    → RUN/features/ (a warm re-run computes nothing)."""
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda")
+    update = {"features.device": device} if device else None
+    _stage_verb("features", config, run_dir, force, quiet, as_json, update)
 
 
 @app.command(epilog="Example: mmdata audit runs/demo --sample 20 --seed 1")

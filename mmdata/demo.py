@@ -20,10 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmdata import atomic
 from mmdata.align import run_align
+from mmdata.build.stage import run_build
 from mmdata.config import PipelineConfig
+from mmdata.features.stage import run_features
 from mmdata.ingest import read_index, run_ingest
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
+from mmdata.scrub.review import review_run
+from mmdata.scrub.stage import run_scrub
 from mmdata.sync import run_sync
 from mmdata.synth import SynthConfig, generate_factory
 from mmdata.timebase import ClockModel
@@ -96,8 +100,38 @@ def factory_pipeline(factory: Path, run_dir: Path) -> PipelineConfig:
         "ntp_logs": {"*": str(factory / "*" / "clock" / "ntp-{device}.log")},
         "plant_clock": "mes-line",  # the MES server stamps notes with the plant clock
     }
+    build = {
+        "ground_truth": str(factory / "ground_truth.json"),
+        "formats": ["messages", "llama_factory"],
+        "sensors_as": "tensor",  # the trainer reads sensors as features, not as prompt text
+        "audio_as": "audio",
+        "split": {"by": "time", "stratify": True, "gap_ms": 2000},
+    }
     return PipelineConfig.model_validate({"run_dir": str(run_dir), "assets": assets,
-                                          "sync": sync})  # fmt: skip
+                                          "sync": sync, "build": build})  # fmt: skip
+
+
+def demo_key_file(env: str = "MMDATA_PII_KEY") -> str | None:
+    """The demo's PII key: None when ``env`` is set (the scrubber reads it), else a key file.
+
+    The file (``$XDG_CONFIG_HOME/mmdata/demo-pii.key``, mode 600) is created once with a
+    random key, so pseudonyms stay the same across demo runs on this machine. Real runs bring
+    their own key (``scrub.key_env`` or ``scrub.key_file``); the key is never written into the
+    run directory.
+    """
+    import os
+    import secrets
+
+    if os.environ.get(env):
+        return None
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    path = home / "mmdata" / "demo-pii.key"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    return str(path)
 
 
 def clock_report(truth: dict[str, Any], clock_models: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,6 +181,10 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict[str
         factory = run.stage_path("synth")
         truth = json.loads((factory / "ground_truth.json").read_text(encoding="utf-8"))
         pipeline = factory_pipeline(factory, config.run_dir)
+        key_file = demo_key_file(pipeline.scrub.key_env)
+        if key_file is not None:
+            scrub = pipeline.scrub.model_copy(update={"key_file": key_file})
+            pipeline = pipeline.model_copy(update={"scrub": scrub})
         atomic.write_text(
             config.run_dir / "pipeline.yaml",
             yaml.safe_dump(pipeline.model_dump(mode="json", exclude_defaults=True),
@@ -157,6 +195,11 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict[str
         outcomes.append(run_sync(run, pipeline, progress=progress, force=config.force))
         models = json.loads((run.stage_path("sync") / "clock_models.json").read_text())
         outcomes.append(run_align(run, pipeline, progress=progress, force=config.force))
+        outcomes.append(run_scrub(run, pipeline, progress=progress, force=config.force))
+        review = review_run(config.run_dir, sample=20, seed=0)
+        outcomes.append(run_build(run, pipeline, progress=progress, force=config.force))
+        outcomes.append(run_features(run, pipeline, progress=progress, force=config.force))
+    report = json.loads((run.stage_path("dataset") / "build_report.json").read_text())
     return {
         "run_dir": str(config.run_dir),
         "manifest": str(config.run_dir / "manifest.json"),
@@ -178,6 +221,17 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict[str
         ],
         "clocks": clock_report(truth, models),
         "records": str(config.run_dir / "records"),
+        "audit": {
+            "report": review["report"],
+            "findings": review["summary"]["findings"],
+            "residual": review["summary"]["residual"]["findings"],
+        },
+        "dataset": {
+            "path": str(run.stage_path("dataset")),
+            "samples": report["samples"],
+            "console": report["console"],
+        },
+        "features": str(run.stage_path("features")),
     }
 
 
