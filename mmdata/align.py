@@ -6,8 +6,15 @@ reference time with the device's clock model, cut into the chunk's windows with
 ``searchsorted`` (no resampling: each modality keeps its own rate), and written as records
 (:mod:`mmdata.records`) to ``RUN/records/asset_id=<a>/date=<YYYY-MM-DD>/part-NNNNN.parquet``.
 
-Counts: windows planned in = records out + windows dropped (crossing a break, empty, or
-missing a required modality), each dropped window quarantined with its reason.
+Audio files with a sidecar transcript (``<stem>.transcript.json`` or ``<stem>.vtt``) give
+their records a ``transcript``: the words overlapping the record's audio, placed on the
+file's samples through the device's clock model (:class:`~mmdata.stream_reader.
+TranscriptCache`, each sidecar read once per job), timed from the record's first audio
+sample in the record's WAV (a word straddling the audio's edge is clipped to it).
+
+Counts: windows planned + sidecar transcripts rejected in = records out + windows dropped
+(crossing a break, empty, or missing a required modality) + sidecars rejected (malformed:
+their audio's records align without a transcript), each quarantined with its reason.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ from mmdata.stream_reader import (
     Chunk,
     ClockInfo,
     StreamReader,
+    TranscriptCache,
     audio_frames,
     load_readers,
     read_clocks,
+    sidecar_digests,
     sorted_chunk,
 )
 from mmdata.timebase import NS_PER_MS, NS_PER_S, ClockModel
@@ -52,6 +61,8 @@ class AssetResult:
     written: int = 0
     dropped: list[tuple[int, int, str]] = field(default_factory=list)  # start, end, reason
     files: list[str] = field(default_factory=list)
+    transcribed: int = 0  # records written with transcript words
+    bad_transcripts: dict[str, tuple[str, str]] = field(default_factory=dict)  # sidecar: uri, why
 
 
 def _extent(readers: list[StreamReader]) -> tuple[int, int]:
@@ -123,6 +134,7 @@ class AssetAligner:
         self.shaping = shaping
         self.anchors = anchors
         self.breaks: list[tuple[int, int]] = []
+        self.transcripts = TranscriptCache()
 
     def extent(self) -> tuple[int, int]:
         """Reference-time extent of the asset's data (dense streams if any, else all)."""
@@ -146,6 +158,7 @@ class AssetAligner:
             c1 = min(c0 + step, p1)
             self._chunk(c0, c1, length, lo, hi, writer, res)
             c0 = c1
+        res.bad_transcripts = dict(sorted(self.transcripts.bad.items()))
         return res
 
     def _chunk(self, c0: int, c1: int, length: int, lo: int, hi: int,
@@ -172,6 +185,7 @@ class AssetAligner:
             else:
                 writer.add(rec)
                 res.written += 1
+                res.transcribed += bool(rec["transcript"])
 
     def _dropped_at_breaks(self, c0: int, c1: int, lo: int, hi: int) -> list[tuple[int, int]]:
         """Grid windows starting in [c0, c1) that would cross a break."""
@@ -195,6 +209,9 @@ class AssetAligner:
             table = r.read(lo, hi)
             seg = table.column("segment").to_numpy() if table.num_rows else None
             if r.modality == "audio":
+                words = self.transcripts.words(r, table)
+                if "source_locator" in table.column_names:  # provenance keeps device ranges
+                    table = table.drop_columns(["source_locator"])
                 dev, samples, rate, ch = audio_frames(table)
                 rows = table.column("ts_ns").to_numpy()
                 base = sorted_chunk(r, table, c.to_reference(rows, seg))
@@ -203,7 +220,7 @@ class AssetAligner:
                 out.append(AudioChunk(
                     r, c.to_reference(dev, frame_seg), base.table, base.uri_codes,
                     base.uris, base.shas, base.dev_ts, base.locators, samples=samples,
-                    rate=rate, channels=ch, row_ref=base.ref_ts,
+                    rate=rate, channels=ch, row_ref=base.ref_ts, words=words,
                 ))  # fmt: skip
             else:
                 ts = table.column("ts_ns").to_numpy()
@@ -293,6 +310,8 @@ def _merge(results: list[AssetResult]) -> list[AssetResult]:
         m.written += r.written
         m.dropped.extend(r.dropped)
         m.files.extend(r.files)
+        m.transcribed += r.transcribed
+        m.bad_transcripts.update(r.bad_transcripts)
     return [by_asset[a] for a in sorted(by_asset)]
 
 
@@ -307,7 +326,9 @@ def write_index(out_dir: Path, results: list[AssetResult]) -> None:
     atomic.write_json(out_dir / "_index.json", {
         "schema_version": RECORD_SCHEMA_VERSION,
         "assets": {r.asset_id: {"records": r.written, "dropped": len(r.dropped),
-                                "files": r.files} for r in results},
+                                "files": r.files, "transcribed": r.transcribed,
+                                "bad_transcripts": sorted(r.bad_transcripts)}
+                   for r in results},
     })  # fmt: skip
 
 
@@ -320,9 +341,13 @@ def run_align(
     clocks = read_clocks(sync_dir)
     upstream = [run.manifest.stages[s].fingerprint for s in ("ingest", "sync")
                 if s in run.manifest.stages]  # fmt: skip
+    inputs: dict[str, Any] = {"upstream": upstream}
+    sidecars = sidecar_digests(ingest_dir) if (ingest_dir / "streams.json").is_file() else {}
+    if sidecars:  # absent without sidecars: fingerprints of runs without them are unchanged
+        inputs["transcripts"] = sidecars
     spec = StageSpec(name="records", version="1",
                      config=config.align.model_dump(mode="json"),
-                     inputs_fingerprint=config_hash({"upstream": upstream}))  # fmt: skip
+                     inputs_fingerprint=config_hash(inputs))  # fmt: skip
 
     def stage(ctx: StageContext) -> StageCounts:
         base = {
@@ -343,13 +368,23 @@ def run_align(
             ctx.report(f"align: {r.asset_id}", done, len(jobs))
 
         results = _merge(run_assets(jobs, config.align.workers, tick))
+        bad: dict[str, tuple[str, str]] = {}
         for r in results:
             for start, end, reason in r.dropped:
                 ctx.quarantine.record(f"asset:{r.asset_id}", "WindowDropped", reason,
                                       locator=f"window {start}-{end}")  # fmt: skip
+            bad.update(r.bad_transcripts)
+        for sidecar, (audio, why) in sorted(bad.items()):
+            ctx.quarantine.record(sidecar, "InputDataError", (
+                f"transcript {Path(sidecar).name!r} of {audio!r} is unusable: {why}; the "
+                "audio's records are aligned without a transcript (fix or remove the sidecar "
+                "and re-run align)"), locator=f"sidecar of {audio}")  # fmt: skip
+        if bad:
+            ctx.report(f"align: {len(bad)} sidecar transcript(s) rejected", done, len(jobs))
         write_index(ctx.out_dir, results)
         planned = sum(r.planned for r in results)
         written = sum(r.written for r in results)
-        return StageCounts(in_=planned, out=written, quarantined=planned - written)
+        return StageCounts(in_=planned + len(bad), out=written,
+                           quarantined=planned - written + len(bad))  # fmt: skip
 
     return run_stage(run, spec, stage, progress=progress, force=force)

@@ -111,6 +111,7 @@ class RecordBuilder:
         rec["audio_info"] = {"stream_id": sid, "device_id": ch.reader.entry["device_id"],
                              "sample_rate": ch.rate, "channels": ch.channels,
                              "n_frames": i1 - i0, "first_ts_ns": int(ch.ref_ts[i0])}  # fmt: skip
+        rec["transcript"] = _words(ch, i0, i1)
         r0 = max(0, int(np.searchsorted(ch.row_ref, start, "right")) - 1)
         r1 = int(np.searchsorted(ch.row_ref, end, "left"))
         rec["provenance"].extend(provenance(ch, r0, r1, sid))
@@ -191,6 +192,32 @@ class RecordBuilder:
             rec["provenance"].extend(provenance(ch, i, i + 1, sid))
         cov["text"].append(1.0 if i1 > i0 else 0.0)
         return i1 > i0
+
+
+def _words(ch: AudioChunk, i0: int, i1: int) -> list[dict[str, Any]]:
+    """Transcript words overlapping the audio samples ``[i0, i1)``, timed in the record's WAV.
+
+    A word's reference times are placed on the samples: its start on the last sample at or
+    before it, its end on the first sample at or after it (never narrower than the word),
+    and those sample positions, counted from the WAV's first sample, give the times. Where
+    the audio is continuous that is the reference time since the first sample (to within a
+    sample and the clock's drift); where the window stitches two files across a short gap,
+    words after the gap still land on their own samples. Words straddling an edge are
+    clipped to the WAV.
+    """
+    words = ch.words
+    if words is None or i1 <= i0 or ch.rate <= 0:
+        return []
+    ts = ch.ref_ts[i0:i1]
+    idx = words.overlapping(int(ts[0]), int(ts[-1]) + -(-NS_PER_S // ch.rate))
+    if not idx.size:
+        return []
+    first = np.clip(np.searchsorted(ts, words.t0[idx], "right") - 1, 0, ts.size - 1)
+    after = np.clip(np.searchsorted(ts, words.t1[idx], "left"), 0, ts.size)
+    t0 = first.astype(np.int64) * NS_PER_S // ch.rate
+    t1 = np.maximum(-(-after.astype(np.int64) * NS_PER_S // ch.rate), t0)
+    return [{"word": words.text[k], "t0_ns": a, "t1_ns": b}
+            for k, a, b in zip(idx.tolist(), t0.tolist(), t1.tolist(), strict=True)]  # fmt: skip
 
 
 def _opt_int(t: pa.Table, name: str, i: int) -> int | None:

@@ -3,11 +3,20 @@
 A :class:`StreamReader` reads one stream's rows for a device-time range by row group (with
 a small cache, since consecutive chunks overlap), and a :class:`Chunk` holds those rows
 mapped to reference time with the device's clock model, plus their provenance.
+
+Sidecar transcripts (``<audio stem>.transcript.json`` or ``<audio stem>.vtt`` next to an
+audio file, see :mod:`mmdata.scrub.transcript`) are read by a :class:`TranscriptCache`, once
+per file and job: the file's time zero comes from any of its rows (``ts_ns`` minus the time
+of the row's first sample, from its ``samples A-B`` locator), each word's device time is
+zero + its time in the file, and the device's clock model (the one its samples go through)
+maps it to reference time. An audio chunk carries the :class:`Words` of its files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmdata.errors import InputDataError
+from mmdata.scrub.transcript import find_sidecar, load_sidecar
 from mmdata.timebase import NS_PER_S, ClockModel
 
 HEADER = ("stream_id", "device_id", "ts_ns", "segment", "source_uri", "source_locator",
@@ -73,11 +84,13 @@ class StreamReader:
         return str(self.entry["modality"])
 
     def columns(self) -> list[str] | None:
-        """Columns the aligner needs: dense streams skip their per-row locators."""
+        """Columns the aligner needs: sensor streams skip their per-row locators (audio keeps
+        its per-chunk ``samples A-B``: they place a file's transcript on its samples)."""
         if self.modality not in DENSE:
             return None
-        names = pq.read_schema(self.path).names
-        return [n for n in names if n not in ("stream_id", "device_id", "source_locator")]
+        skip = ("stream_id", "device_id") + (("source_locator",) if self.modality == "sensor"
+                                             else ())  # fmt: skip
+        return [n for n in pq.read_schema(self.path).names if n not in skip]
 
     def read(self, dev_lo: int, dev_hi: int) -> pa.Table:
         """Rows with device time in ``[dev_lo, dev_hi)`` (row groups pruned by statistics)."""
@@ -173,12 +186,142 @@ def provenance(chunk: Chunk, i0: int, i1: int, sid: str) -> list[dict[str, Any]]
     return out
 
 
+@dataclass(frozen=True)
+class Words:
+    """Transcript words in reference time ``[t0, t1)``, sorted by start.
+
+    >>> w = Words(("call", "Ann"), np.array([0, 10]), np.array([8, 30]))
+    >>> w.overlapping(9, 12).tolist(), w.overlapping(30, 40).tolist()
+    ([1], [])
+    """
+
+    text: tuple[str, ...]
+    t0: np.ndarray
+    t1: np.ndarray
+
+    @property
+    def longest(self) -> int:
+        """The longest word's duration (bounds the search in :meth:`overlapping`)."""
+        return int((self.t1 - self.t0).max()) if self.t0.size else 0
+
+    def overlapping(self, lo: int, hi: int) -> np.ndarray:
+        """Indices of the words overlapping ``[lo, hi)``: a binary search, not a scan."""
+        a = int(np.searchsorted(self.t0, lo - self.longest, "left"))
+        b = int(np.searchsorted(self.t0, hi, "left"))
+        return np.arange(a, b)[self.t1[a:b] > lo]
+
+    @staticmethod
+    def concat(parts: list[Words]) -> Words:
+        """The words of several files, sorted by (start, end)."""
+        t0 = np.concatenate([p.t0 for p in parts])
+        t1 = np.concatenate([p.t1 for p in parts])
+        text = [w for p in parts for w in p.text]
+        order = np.lexsort((t1, t0))
+        return Words(tuple(text[i] for i in order.tolist()), t0[order], t1[order])
+
+
+_SAMPLES = re.compile(r"^samples (\d+)-\d+$")
+
+
+def _file_zero(locator: str | None, ts_ns: int, rate: int) -> int:
+    """Device time of a file's sample 0, from one of its rows (inverse of the audio
+    connector's ``ts = zero + A * 1e9 // rate``, exact in integers)."""
+    m = _SAMPLES.match(locator or "")
+    if m is None or rate <= 0:
+        raise InputDataError(
+            f"its audio rows carry no 'samples A-B' locator (got {locator!r}), so the "
+            "transcript cannot be placed on the samples",
+            hint="ingest the audio with the audio connector",
+        )
+    a = int(m.group(1))
+    return ts_ns - ((a // rate) * NS_PER_S + ((a % rate) * NS_PER_S) // rate)
+
+
+class TranscriptCache:
+    """Sidecar transcripts of one job's audio files in reference time, each read once.
+
+    ``bad`` maps each unusable sidecar to ``(audio uri, what is wrong)``; the audio's records
+    then carry no transcript. Remote audio (``s3://...``) has no sidecar looked up.
+
+    >>> cache = TranscriptCache()
+    >>> cache.files, cache.bad
+    ({}, {})
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[str, str], Words | None] = {}
+        self.bad: dict[str, tuple[str, str]] = {}
+
+    def words(self, reader: StreamReader, table: pa.Table) -> Words | None:
+        """The words of every file with rows in ``table`` (an audio read), or None."""
+        if table.num_rows == 0:
+            return None
+        uris = table.column("source_uri").to_pylist()
+        first: dict[str, int] = {}
+        for i, u in enumerate(uris):
+            first.setdefault(u, i)
+        parts = []
+        for uri, i in sorted(first.items()):
+            key = (str(reader.entry["stream_id"]), uri)
+            if key not in self.files:
+                self.files[key] = self._load(reader, uri, table, i)
+            found = self.files[key]
+            if found is not None and found.text:
+                parts.append(found)
+        return Words.concat(parts) if parts else None
+
+    def _load(self, reader: StreamReader, uri: str, table: pa.Table, row: int) -> Words | None:
+        sidecar = None if "://" in uri else find_sidecar(uri)
+        if sidecar is None:
+            return None
+        try:
+            transcript = load_sidecar(uri)
+            if transcript is None:  # removed since it was found
+                return None
+            locators = table.column("source_locator") if "source_locator" in (
+                table.column_names) else None  # fmt: skip
+            zero = _file_zero(locators[row].as_py() if locators is not None else None,
+                              int(table.column("ts_ns")[row].as_py()),
+                              int(table.column("sample_rate")[row].as_py()))  # fmt: skip
+            n = len(transcript.words)
+            dev0 = zero + np.array([w.start_ns for w in transcript.words], np.int64)
+            dev1 = zero + np.array([w.end_ns for w in transcript.words], np.int64)
+        except (InputDataError, ValueError, OverflowError, RecursionError) as err:
+            message = err.message if isinstance(err, InputDataError) else f"{err}"
+            self.bad[str(sidecar)] = (uri, message)
+            return None
+        # a file's rows share one clock segment (a jump starts a new file or a gap)
+        seg = np.full(n, int(table.column("segment")[row].as_py()), np.int64)
+        t0, t1 = reader.clock.to_reference(dev0, seg), reader.clock.to_reference(dev1, seg)
+        return Words(tuple(w.text for w in transcript.words), t0, t1)
+
+
+def sidecar_digests(ingest_dir: Path) -> dict[str, str]:
+    """sha256 of every sidecar transcript of the ingested (local) audio files, by path: part
+    of the records stage's inputs, so adding or editing a transcript re-aligns."""
+    index = json.loads((ingest_dir / "streams.json").read_text(encoding="utf-8"))["streams"]
+    out: dict[str, str] = {}
+    for e in index:
+        if e["modality"] != "audio" or not e["rows"]:
+            continue
+        col = pq.read_table(ingest_dir / e["file"], columns=["source_uri"]).column(0)
+        for uri in pc.unique(col.cast(pa.string())).to_pylist():
+            sidecar = None if uri is None or "://" in uri else find_sidecar(uri)
+            if sidecar is not None:
+                try:
+                    out[str(sidecar)] = hashlib.sha256(sidecar.read_bytes()).hexdigest()
+                except OSError as err:  # unreadable: the aligner quarantines it
+                    out[str(sidecar)] = f"unreadable: {err.strerror}"
+    return dict(sorted(out.items()))
+
+
 @dataclass
 class AudioChunk(Chunk):
     samples: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.float32))
     rate: int = 0
     channels: int = 1
     row_ref: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    words: Words | None = None  # sidecar transcripts of the chunk's files
 
 
 def load_readers(ingest_dir: Path, clocks: dict[str, ClockInfo]) -> dict[str, list[StreamReader]]:

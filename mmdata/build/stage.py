@@ -64,7 +64,7 @@ def sensor_sha256(values: np.ndarray) -> str:
     """Content hash of a sensor window: sha256 of its float32 samples, channels-major, LE.
 
     >>> sensor_sha256(np.zeros((1, 2), np.float32))[:12]
-    '374708fff771'
+    'af5570f5a181'
     """
     return hashlib.sha256(np.ascontiguousarray(values, dtype="<f4").tobytes()).hexdigest()
 

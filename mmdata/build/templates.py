@@ -93,8 +93,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmdata.build.labels import WindowLabels
+from mmdata.build.media import RecordMedia, defuse
 from mmdata.build.samples import AUDIO_TOKEN, IMAGE_TOKEN, Media, Sample
-from mmdata.build.sensors import RecordMedia, defuse
 from mmdata.config import BuildConfig, read_yaml, validation_problems
 from mmdata.errors import ConfigError
 from mmdata.timebase import NS_PER_S, ns_to_datetime
