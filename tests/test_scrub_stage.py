@@ -140,3 +140,39 @@ def test_the_review_rescans_every_frame_the_stage_did_not_vouch_for(scrubbed_run
     seen.clear()
     review_run(run, sample=2, seed=0)
     assert sum(seen) == changed + 1
+
+
+def test_bad_items_are_quarantined_with_their_reason_and_the_rest_is_scrubbed(scrubbed_run):
+    import pyarrow as pa
+
+    from mmdata.config import ImageScrubConfig, ScrubConfig
+    from mmdata.quarantine import QuarantineLog
+    from mmdata.scrub.stage import Scrubbers, scrub_table
+
+    run, _, _ = scrubbed_run
+    path = next((run / "records").rglob("part-*.parquet"))
+    table = pq.read_table(path)
+    recs = table.to_pylist()[:5]
+    assert all(r["frames"] and r["text"] for r in recs[:4])
+    frame = recs[0]["frames"][0]
+    frame["bytes"] = Path(frame["path"]).read_bytes()[:300]  # a truncated JPEG
+    frame["path"] = None
+    filler = "Checked the coolant level on the press, all fine. " * 21_000
+    recs[1]["text"][0]["text"] = filler + "Call John Smith on 090-1234-5678."  # > 1 MB
+    recs[2]["text"][0]["text"] = ""
+    recs[3]["text"][0]["text"] = "田中さんが John Smith に電話 (john.smith@example.com)。"
+    cfg = ScrubConfig(image=ImageScrubConfig(ocr=[], profile_faces=False), processes=1)
+    log = QuarantineLog("scrubbed")
+    out, audit, dropped = scrub_table(
+        Scrubbers(cfg, KEY.encode()), pa.Table.from_pylist(recs, schema=table.schema), log, "t"
+    )
+    assert dropped == 1 and out.num_rows == 4 == len(recs) - len(log)
+    assert log.rows[0].item_id == recs[0]["record_id"] and "decode" in log.rows[0].message
+    texts = {r["record_id"]: r["text"][0]["text"] for r in out.to_pylist()}
+    assert len(texts[recs[1]["record_id"]]) > 1_000_000
+    for rid in (recs[1]["record_id"], recs[3]["record_id"]):
+        assert "John Smith" not in texts[rid] and "090-1234-5678" not in texts[rid]
+    assert "田中" not in texts[recs[3]["record_id"]]
+    assert "john.smith@example.com" not in texts[recs[3]["record_id"]]
+    assert texts[recs[2]["record_id"]] == ""
+    assert recs[0]["record_id"] not in {rid for rid, _ in audit}
