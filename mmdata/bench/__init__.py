@@ -82,11 +82,20 @@ def workload(
     return register
 
 
+def _expand(name: str) -> list[str]:
+    """A workload name, or a group: ``scrub`` → ``scrub-text``, ``scrub-images``."""
+    if name in WORKLOADS:
+        return [name]
+    group = [w for w in WORKLOADS if w.startswith(f"{name}-")]
+    return group or [name]
+
+
 def run_workloads(names: list[str], options: BenchOptions) -> list[BenchResult]:
-    """Run the named workloads (all when ``names`` is empty), in registration order.
+    """Run the named workloads or groups (all when ``names`` is empty), in registration order.
 
     >>> results = run_workloads(["synth"], BenchOptions(scale=0.05))  # doctest: +SKIP
     """
+    names = [w for n in names for w in _expand(n)]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise UsageError(
