@@ -333,6 +333,25 @@ def features(
     _stage_verb("features", config, run_dir, force, quiet, as_json, update)
 
 
+@app.command(epilog="Example: mmdata report runs/demo")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output HTML file (default: RUN/report.html).")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write one self-contained HTML report of a run: timeline, clocks, stage counts, PII
+    audit, dataset card, training curves, evaluation and ablation."""
+    from mmdata.report.page import write_report
+
+    path = write_report(run_dir, out)
+    if as_json:
+        print_json({"report": str(path)})
+        return
+    err_console.print(f"report: [bold]{path}[/bold]")
+
+
 @app.command(epilog="Example: mmdata audit runs/demo --sample 20 --seed 1")
 def audit(
     run_dir: Annotated[Path, typer.Argument(help="Run directory that was scrubbed.")],
