@@ -163,6 +163,11 @@ class SyncConfig(_Strict):
         description="Evidence sources, in order of preference.",
     )
     tolerance_ms: int = Field(5, gt=0, description="Windows with a larger error bound are flagged.")
+    device_tolerance_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description="Tolerance per device id or glob ('cam-*': 250): a 2 fps camera cannot be "
+        "placed closer than its frame period, a 48 kHz microphone can.",
+    )
     constants: dict[str, ClockConstant] = Field(
         default_factory=dict, description="Per-device constants (evidence 'config')."
     )
@@ -191,6 +196,21 @@ class SyncConfig(_Strict):
     )
     onsets: OnsetConfig = Field(default_factory=OnsetConfig)
     flashes: FlashConfig = Field(default_factory=FlashConfig)
+
+    def tolerance_ns(self, device: str) -> int:
+        """The error-bound tolerance of ``device``: its ``device_tolerance_ms`` entry (exact id
+        first, then the first matching glob), else ``tolerance_ms``.
+
+        >>> SyncConfig(device_tolerance_ms={"cam-*": 250}).tolerance_ns("cam-press-1")
+        250000000
+        """
+        import fnmatch
+
+        ms = self.device_tolerance_ms.get(device)
+        if ms is None:
+            ms = next((v for k, v in self.device_tolerance_ms.items()
+                       if fnmatch.fnmatchcase(device, k)), self.tolerance_ms)  # fmt: skip
+        return ms * 1_000_000
 
 
 class WindowConfig(_Strict):
@@ -505,13 +525,9 @@ class EncoderConfig(_Strict):
 class FeaturesConfig(_Strict):
     """Feature cache: encoders per modality."""
 
-    image: EncoderConfig | None = Field(
-        default_factory=lambda: EncoderConfig(encoder="thumbnail")
-    )
+    image: EncoderConfig | None = Field(default_factory=lambda: EncoderConfig(encoder="thumbnail"))
     audio: EncoderConfig | None = Field(default_factory=lambda: EncoderConfig(encoder="logmel"))
-    sensor: EncoderConfig | None = Field(
-        default_factory=lambda: EncoderConfig(encoder="spectral")
-    )
+    sensor: EncoderConfig | None = Field(default_factory=lambda: EncoderConfig(encoder="spectral"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where encoders run.")
     cache_dir: str | None = Field(
         None, description="Shared cache folder; null: RUN/features/cache."
@@ -522,19 +538,138 @@ class FeaturesConfig(_Strict):
 
 
 class LoraConfig(_Strict):
-    """LoRA adapter settings."""
+    """LoRA adapters (peft) on the language model's linear layers."""
 
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
+    r: int = Field(16, gt=0, le=1024, description="Adapter rank.")
+    alpha: int = Field(32, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+        ],
+        min_length=1,
+        description="Names of the linear layers that get adapters (Llama/Qwen/SmolLM names).",
+    )  # fmt: skip
+    modules_to_save: list[str] | None = Field(
+        None,
+        description="Modules trained fully beside the adapters. null: `embed_tokens` and "
+        "`lm_head` for the built-in model (its base weights are random), none for a "
+        "pretrained `base_model`.",
+    )
+
+
+class BuiltinModelConfig(_Strict):
+    """The small Llama built from config when ``train.base_model`` is null (no download)."""
+
+    hidden_size: int = Field(128, ge=16, le=4096, description="Model width.")
+    layers: int = Field(2, ge=1, le=64, description="Decoder layers.")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads (divide hidden_size).")
+    intermediate_size: int = Field(256, ge=16, description="MLP width.")
+    vocab_size: int = Field(
+        1024, ge=300, le=65536, description="BPE vocabulary trained on the train split's text."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> BuiltinModelConfig:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"heads = {self.heads} must divide hidden_size = {self.hidden_size}")
+        return self
+
+
+class EvalConfig(_Strict):
+    """Evaluation of the trained model: generation on a split, metrics and ablation."""
+
+    split: Literal["test", "validation"] = Field("test", description="Split scored.")
+    tasks: list[str] | None = Field(
+        None, description="Tasks scored; null: the tasks the model was trained on."
+    )
+    batch_size: int = Field(64, gt=0, description="Prompts generated at once.")
+    max_new_tokens: int = Field(48, gt=0, le=1024, description="Generation length limit.")
+    ablation: bool = Field(
+        True,
+        description="Also score the model with each modality masked, and train and score "
+        "one model per modality alone.",
+    )
+    examples: int = Field(20, ge=0, description="Wrong or unparseable answers listed.")
 
 
 class TrainConfig(_Strict):
-    """The bundled reference trainer."""
+    """The bundled reference trainer: feature projectors + a causal LM with LoRA."""
 
-    base_model: str | None = Field(None, description="null: the small built-in model; or a path.")
+    base_model: str | None = Field(
+        None,
+        description="null: the small built-in Llama (built from config, tokenizer trained on "
+        "the dataset); or a local folder / hub id of a Hugging Face causal LM.",
+    )
+    revision: str | None = Field(None, description="Hub revision, if `base_model` is a hub id.")
+    quantize: Literal["none", "4bit"] = Field(
+        "none", description="4bit: QLoRA (needs bitsandbytes and a CUDA GPU, and a base_model)."
+    )
+    tasks: list[str] = Field(
+        default_factory=lambda: ["defect_class"], min_length=1, description="Tasks trained on."
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    epochs: int = Field(3, gt=0)
+    model: BuiltinModelConfig = Field(default_factory=BuiltinModelConfig)
+    tokens_per_medium: int = Field(
+        2, ge=1, le=64, description="LM input tokens each medium's features project to."
+    )
+    projector_hidden: int = Field(256, ge=8, description="Hidden width of each projector MLP.")
+    missing: Literal["learned", "zeros"] = Field(
+        "learned", description="What stands for a masked or missing medium."
+    )
+    modality_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Training only: chance each modality of a sample is masked, so the "
+        "missing embeddings are learned and a masked modality is a state the model knows.",
+    )
+    epochs: int = Field(5, gt=0, description="Passes over the train split.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many steps.")
+    batch_size: int = Field(16, gt=0, description="Samples per micro-batch.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate (AdamW) of the LM's adapters and trained modules; "
+        "null: 3e-3 for the built-in model, 2e-4 for a pretrained base_model.",
+    )
+    projector_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of the projectors and missing embeddings; null: "
+        "3e-3 for the built-in model, 1e-3 for a pretrained base_model.",
+    )
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0, description="Linear warmup, then cosine decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    max_length: int = Field(1024, ge=16, description="Prompt + response tokens kept.")
+    eval_every: int | None = Field(
+        None, gt=0, description="Steps between validation passes; null: once per epoch."
+    )
+    save_every: int | None = Field(
+        None, gt=0, description="Steps between checkpoints; null: at each validation pass."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Latest checkpoints kept.")
+    patience: int = Field(
+        3, ge=1, description="Validation passes without a better loss before stopping early."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present.")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (never on CPU).")
+    threads: int | None = Field(None, ge=1, description="CPU threads; null: the CPUs usable.")
     seed: int = 0
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def peak_learning_rates(self) -> tuple[float, float]:
+        """``(LM, projectors)`` peak learning rates, defaults filled in.
+
+        >>> TrainConfig().peak_learning_rates()
+        (0.003, 0.003)
+        """
+        builtin = self.base_model is None
+        lm = self.learning_rate or (3e-3 if builtin else 2e-4)
+        proj = self.projector_learning_rate or (3e-3 if builtin else 1e-3)
+        return lm, proj
 
 
 class PipelineConfig(_Strict):

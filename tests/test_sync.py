@@ -395,6 +395,18 @@ def test_factory_clock_models_match_ground_truth(factory_run):
             assert d["evidence"] == "events" and d["drift_evidence"] == "ntp_log"
             assert d["exceeds_tolerance"]  # 2 fps cannot sync to 5 ms, and it says so
     assert doc["devices"]["mes-line"]["evidence"] == "ntp_log"
+    # A tolerance per device (glob): the cameras are judged against their own.
+    sync = cfg.sync.model_copy(update={"device_tolerance_ms": {"cam-*": 1000}})
+    with RunDir.open(run_dir) as run:
+        run_sync(run, cfg.model_copy(update={"sync": sync}))
+    per_device = json.loads((run_dir / "sync" / "clock_models.json").read_text())["devices"]
+    for dev, d in per_device.items():
+        if truth["devices"][dev]["kind"] == "camera":
+            assert d["error_bound_ns"] < 1000 * MS and not d["exceeds_tolerance"], dev
+        else:
+            assert d["exceeds_tolerance"] == doc["devices"][dev]["exceeds_tolerance"], dev
+    with RunDir.open(run_dir) as run:
+        run_sync(run, cfg)
     models = load_clock_models(run_dir / "sync" / "clock_models.json")
     assert isinstance(models["mic-press-2"], ClockModel)
 

@@ -262,7 +262,7 @@ def device_entry(
             entry["error_bound_ns"] = None
             reasons.append("configured constant: its error is not known")
         else:
-            _flags(entry, est, span, ctx.sync.tolerance_ms * NS_PER_MS)
+            _flags(entry, est, span, ctx.sync.tolerance_ns(dev))
         if chosen == "events" and ctx.anchor != ctx.reference:
             entry["via"] = ctx.anchor
     n_events = sum(len(e) for e in ctx.events.get(dev, {}).values())
@@ -319,7 +319,7 @@ def _segments(
             span = ctx.span(dev, s)
             item = {"segment": s, **_model_fields(f.estimate, span), "evidence": "events",
                     "n_used": f.fit.n_used}  # fmt: skip
-            _flags(item, f.estimate, span, ctx.sync.tolerance_ms * NS_PER_MS)
+            _flags(item, f.estimate, span, ctx.sync.tolerance_ns(dev))
         else:  # a model of the whole device (NTP, constants) ignores the jump
             item = {"segment": s, "evidence": "none", "clock_uncertain": True,
                     "reason": "no sync events matched in this segment"}  # fmt: skip
