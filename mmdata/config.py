@@ -727,6 +727,10 @@ class PipelineConfig(_Strict):
                 data["build"][key] = fix(data["build"][key])
         if data["features"]["cache_dir"]:
             data["features"]["cache_dir"] = fix(data["features"]["cache_dir"])
+        for modality in ("image", "audio", "sensor"):
+            enc = data["features"].get(modality)
+            if enc and enc["encoder"].startswith((".", "/")):  # a local model folder
+                enc["encoder"] = fix(enc["encoder"])
         return PipelineConfig.model_validate(data)
 
     def devices(self) -> list[str]:

@@ -117,6 +117,7 @@ def run_workloads(names: list[str], options: BenchOptions) -> list[BenchResult]:
 
 # Workload modules register themselves on import.
 from mmdata.bench import align as _align  # noqa: E402,F401
+from mmdata.bench import features as _features  # noqa: E402,F401
 from mmdata.bench import ingest as _ingest  # noqa: E402,F401
 from mmdata.bench import scrub as _scrub  # noqa: E402,F401
 from mmdata.bench import synth as _synth  # noqa: E402,F401
