@@ -149,8 +149,11 @@ def demo(
     err_console.print(f"dataset: {summary['dataset']['samples']} samples in "
                       f"{summary['dataset']['path']} (card: README.md)")  # fmt: skip
     err_console.print(f"features: {summary['features']}")
+    for line in summary["eval"]:
+        err_console.print(line, highlight=False)
     err_console.print(f"pipeline config: {summary['pipeline']}")
     err_console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
+    err_console.print(f"report: [bold]{summary['report']}[/bold]")
 
 
 @app.command(epilog="Example: mmdata ingest pipeline.yaml --workers 2")
@@ -331,6 +334,105 @@ def features(
         raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda")
     update = {"features.device": device} if device else None
     _stage_verb("features", config, run_dir, force, quiet, as_json, update)
+
+
+def _train_stage(stage: str, config: Path, run_dir: Path | None, flags: dict[str, Any],
+                 changes: dict[str, Any]) -> None:  # fmt: skip
+    """Shared body of ``mmdata train`` / ``mmdata eval``: options → config, run, print."""
+    from mmdata.rundir import RunDir
+    from mmdata.train.stage import console_lines, run_eval, run_train, train_overrides
+    from mmdata.validate import validate_pipeline
+
+    cfg = train_overrides(validate_pipeline(config).resolved(config.resolve().parent), **changes)
+    target = run_dir if run_dir is not None else Path(cfg.run_dir)
+    quiet, as_json = flags["quiet"], flags["as_json"]
+    with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
+        if stage == "train":
+            outcome = run_train(run, cfg, progress=progress, force=flags["force"])
+        else:
+            outcome = run_eval(run, cfg, progress=progress, force=flags["force"],
+                               ablation=flags["ablation"])  # fmt: skip
+    counts = outcome.counts.model_dump(by_alias=True)
+    if as_json:
+        print_json({"run_dir": str(target), "stage": outcome.name, "skipped": outcome.skipped,
+                    "counts": counts, "output": str(outcome.out_dir)})  # fmt: skip
+        return
+    if not quiet:
+        for line in console_lines(Path(outcome.out_dir)):
+            err_console.print(line, highlight=False)
+        state = "unchanged, skipped" if outcome.skipped else f"{outcome.elapsed_ns / 1e9:.1f} s"
+        err_console.print(
+            f"{stage}: in {counts['in']} = out {counts['out']} + quarantined "
+            f"{counts['quarantined']} ({state}); output: {outcome.out_dir}"
+        )
+
+
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: from config).")]
+
+
+@app.command(epilog="Example: mmdata train pipeline.yaml --epochs 5 --device auto")
+def train(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="A Hugging Face causal LM: local path or hub id.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per micro-batch.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (data order, init).")] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="none | 4bit (QLoRA: needs bitsandbytes and a GPU).")
+    ] = None,
+    task: Annotated[list[str] | None, typer.Option(help="Task to train on (repeatable).")] = None,
+    force: ForceOpt = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train the reference model (per-modality projectors + a causal LM with LoRA) on
+    RUN/dataset + RUN/features → RUN/train/ (checkpoints resume after a kill)."""
+    changes = {
+        "device": device,
+        "base_model": base_model,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "learning_rate": lr,
+        "seed": seed,
+        "quantize": quantize,
+        "tasks": task or None,
+    }
+    _train_stage("train", config, run_dir,
+                 {"quiet": quiet, "as_json": as_json, "force": force, "ablation": None},
+                 changes)  # fmt: skip
+
+
+@app.command("eval", epilog="Example: mmdata eval pipeline.yaml --ablation")
+def eval_(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+    run_dir: RunDirOpt = None,
+    device: DeviceOpt = None,
+    ablation: Annotated[
+        bool | None,
+        typer.Option("--ablation/--no-ablation", help="Mask each modality; train on each alone."),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="test | validation.")] = None,
+    force: ForceOpt = False,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Evaluate the trained model on the test split (accuracy, macro-F1, confusion matrix,
+    interval IoU) and, with --ablation, per modality → RUN/eval/."""
+    changes: dict[str, Any] = {"device": device}
+    if split is not None:
+        changes["eval"] = {"split": split}
+    _train_stage("eval", config, run_dir,
+                 {"quiet": quiet, "as_json": as_json, "force": force, "ablation": ablation},
+                 changes)  # fmt: skip
 
 
 @app.command(epilog="Example: mmdata report runs/demo")

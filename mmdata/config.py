@@ -656,7 +656,12 @@ class TrainConfig(_Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present.")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (never on CPU).")
-    threads: int | None = Field(None, ge=1, description="CPU threads; null: the CPUs usable.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads; null: 1 for the built-in model (as fast for so small a model, "
+        "immune to a busy machine, same numbers everywhere), every usable CPU for a base_model.",
+    )
     seed: int = 0
     eval: EvalConfig = Field(default_factory=EvalConfig)
 

@@ -110,7 +110,12 @@ def test_a_batch_reads_every_tag_in_shared_ocr_calls_and_isolates_a_bad_frame(fa
     root, truth = factory
     calls: list[int] = []
     real = ocr._tesseract_tsv
-    monkeypatch.setattr(ocr, "_tesseract_tsv", lambda *a: calls.append(1) or real(*a))
+
+    def counted(*a: object) -> dict[str, list[str]]:
+        calls.append(1)
+        return real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ocr, "_tesseract_tsv", counted)
     tags = truth["image_pii"][:12]
     datas = [(root / t["file"]).read_bytes() for t in tags]
     datas.insert(5, datas[0][: len(datas[0]) // 3])  # a truncated frame in the middle
