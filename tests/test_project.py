@@ -64,3 +64,23 @@ def test_ruff_and_mypy_are_clean():
     assert fmt.returncode == 0, fmt.stdout
     mypy = subprocess.run([VENV_BIN / "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert mypy.returncode == 0, mypy.stdout
+
+
+def test_the_readme_config_example_is_a_valid_pipeline():
+    import re
+
+    import yaml
+
+    from mmdata.config import PipelineConfig
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(version: 1.*?)```", text, re.S)
+    assert block is not None
+    PipelineConfig.model_validate(yaml.safe_load(block.group(1)))
+
+
+def test_the_japanese_quickstart_has_the_two_commands_and_every_stage_verb():
+    text = (ROOT / "README.ja.md").read_text()
+    for needle in ("make demo", "make test", "mmdata scrub", "mmdata build", "mmdata train",
+                   "mmdata report"):  # fmt: skip
+        assert needle in text
