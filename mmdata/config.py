@@ -677,6 +677,42 @@ class TrainConfig(_Strict):
         return lm, proj
 
 
+class LabelsConfig(_Strict):
+    """Label Studio round trip: the server, the label set, how disagreements resolve."""
+
+    url: str = Field("http://127.0.0.1:8080", description="Label Studio server URL.")
+    token_env: str = Field(
+        "LABEL_STUDIO_API_KEY",
+        description="Env var holding the API token (legacy token or personal access token).",
+    )
+    token_file: str | None = Field(None, description="File holding the token (instead of env).")
+    project: str | None = Field(None, description="Project title (or --project).")
+    choices: list[str] = Field(
+        default_factory=lambda: [
+            "normal",
+            "surface_scratch",
+            "bearing_wear",
+            "loose_part_rattle",
+        ],
+        min_length=1,
+        description="Classes of the window (Choices 'defect').",
+    )
+    ranges: list[str] = Field(
+        default_factory=lambda: ["anomaly"], description="TimeSeriesLabels / audio region labels."
+    )
+    boxes: list[str] = Field(
+        default_factory=lambda: ["defect"], description="RectangleLabels on the camera frame."
+    )
+    inline_image_max_bytes: int = Field(
+        262_144, ge=0, description="Frames up to this size are inlined as data URIs."
+    )
+    resolution: Literal["majority", "reviewer", "drop"] = Field(
+        "majority", description="How several annotators' different labels become one."
+    )
+    reviewer: str | None = Field(None, description="Annotator whose label wins ('reviewer').")
+    max_export_bytes: int = Field(200_000_000, gt=0, description="Larger export files are refused.")
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: where the data is, and how each stage treats it."""
 
@@ -692,6 +728,7 @@ class PipelineConfig(_Strict):
     build: BuildConfig = Field(default_factory=BuildConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
     @model_validator(mode="after")
     def _cross_refs(self) -> PipelineConfig:

@@ -1,0 +1,1 @@
+"""Label Studio round trip: windows out as tasks, annotators' labels back onto records."""
