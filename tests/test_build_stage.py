@@ -173,3 +173,27 @@ def test_build_before_scrub_says_what_to_run(tmp_path):
         "a": {"sources": [{"connector": "notes", "path": str(tmp_path)}]}}})  # fmt: skip
     with pytest.raises(StageError, match="mmdata scrub"):
         build(cfg)
+
+
+def test_annotators_labels_pulled_into_run_labels_override_the_ground_truth(scrubbed, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    cfg, _ = scrubbed
+    build(cfg)
+    run_dir = tmp_path / "run"
+    shutil.copytree(cfg.run_dir, run_dir)
+    cfg = cfg.model_copy(update={"run_dir": str(run_dir)})
+    before = pq.read_table(run_dir / "dataset" / SAMPLES_FILE).to_pylist()
+    normal = next(s for s in before if s["task"] == "defect_class" and s["label"] == "normal")
+    (run_dir / "labels").mkdir()
+    pq.write_table(pa.Table.from_pylist([{
+        "record_id": normal["record_id"], "name": "defect", "value": "surface_scratch",
+        "start_ns": None, "end_ns": None, "source": "labelstudio:line2",
+        "annotator": "resolved:majority"}]), run_dir / "labels" / "resolved.parquet")  # fmt: skip
+    out = build(cfg)
+    assert not out.skipped  # the pulled labels are an input of the build
+    after = pq.read_table(run_dir / "dataset" / SAMPLES_FILE).to_pylist()
+    relabeled = [s for s in after if s["record_id"] == normal["record_id"]]
+    assert relabeled and {s["label"] for s in relabeled} == {"surface_scratch"}

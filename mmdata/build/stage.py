@@ -86,6 +86,8 @@ def run_build(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
         verb = "scrub" if source == "scrubbed" else "align"
         raise StageError(f"build needs a completed {source} stage in this run",
                          hint=f"run `mmdata {verb}` first")  # fmt: skip
+    resolved = run.root / "labels" / RESOLVED_LABELS
+    extra = _resolved_labels(resolved)
     templates = TemplateSet.load(cfg.templates)
     templates.check_tasks(cfg.tasks)
     truth = load_ground_truth(cfg.ground_truth) if cfg.ground_truth else None
@@ -95,20 +97,21 @@ def run_build(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
             source: upstream.fingerprint,
             "ground_truth": _file_hash(cfg.ground_truth), "templates": _file_hash(cfg.templates),
             "lines": {a: c.line for a, c in sorted(config.assets.items())},
+            "labels": _file_hash(str(resolved)) if resolved.is_file() else None,
         }),
     )  # fmt: skip
     in_dir = run.stage_path(source)
 
     def stage(ctx: StageContext) -> StageCounts:
         files = sorted(in_dir.glob("asset_id=*/date=*/*.parquet"))
-        metas, labels = _labels_pass(files, config, truth)
+        metas, labels = _labels_pass(files, config, truth, extra)
         split = assign_splits(metas, cfg.split)
         gap_ns = cfg.split.gap_ms * 1_000_000
         classes = dataset_classes(truth, [lb.defect for lb in labels.values() if lb.defect],
                                   cfg.normal_label)  # fmt: skip
         sctx = SampleContext(cfg, templates, classes)
         samples, sensors, skipped, used = _samples_pass(files, split.assignment, labels, sctx,
-                                                         ctx)  # fmt: skip
+                                                         ctx, extra)  # fmt: skip
         for rid, reason in sorted(split.dropped.items()):
             ctx.quarantine.record("dataset", "SplitGuardGap", reason, item_id=rid)
         for rid in sorted(set(split.assignment) - used - _quarantined(ctx)):
@@ -152,8 +155,24 @@ def _file_hash(path: str | None) -> str | None:
         raise InputDataError(f"{path}: cannot read: {err.strerror}") from err
 
 
+RESOLVED_LABELS = "resolved.parquet"  # RUN/labels/: annotators' labels, one decision per row
+
+
+def _resolved_labels(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Labels pulled from Label Studio (``mmdata labels pull|import``), by record id, in the
+    record ``labels`` struct shape; they are added to the records' own labels."""
+    if not path.is_file():
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    cols = ["record_id", "name", "value", "start_ns", "end_ns", "source", "annotator"]
+    for row in pq.read_table(path, columns=cols).to_pylist():
+        rid = row.pop("record_id")
+        out.setdefault(rid, []).append(row)
+    return out
+
+
 def _labels_pass(files: list[Path], config: PipelineConfig,
-                 truth: dict[str, list[Fault]] | None
+                 truth: dict[str, list[Fault]] | None, extra: dict[str, list[dict[str, Any]]]
                  ) -> tuple[list[WindowMeta], dict[str, WindowLabels]]:  # fmt: skip
     from mmdata.build.labels import window_labels
 
@@ -161,6 +180,7 @@ def _labels_pass(files: list[Path], config: PipelineConfig,
     labels: dict[str, WindowLabels] = {}
     for path in files:
         for rec in pq.read_table(path, columns=_META_COLUMNS).to_pylist():
+            rec["labels"] = (rec["labels"] or []) + extra.get(rec["record_id"], [])
             asset = rec["asset_id"]
             faults = truth.get(asset, []) if truth is not None else None
             lb = window_labels(rec, faults, config.build)
@@ -176,7 +196,7 @@ def _labels_pass(files: list[Path], config: PipelineConfig,
 
 
 def _samples_pass(files: list[Path], assignment: dict[str, str], labels: dict[str, WindowLabels],
-                  sctx: SampleContext, ctx: StageContext
+                  sctx: SampleContext, ctx: StageContext, extra: dict[str, list[dict[str, Any]]]
                   ) -> tuple[list[Sample], list[dict[str, Any]], Counter[tuple[str, str]],
                              set[str]]:  # fmt: skip
     samples: list[Sample] = []
@@ -188,6 +208,7 @@ def _samples_pass(files: list[Path], assignment: dict[str, str], labels: dict[st
             rid = rec["record_id"]
             if rid not in assignment:
                 continue
+            rec["labels"] = (rec["labels"] or []) + extra.get(rid, [])
             try:
                 made, skips = make_samples(rec, labels[rid], sctx)
             except InputDataError as err:
