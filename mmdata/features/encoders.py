@@ -520,6 +520,7 @@ class HFEncoder(Encoder):
             "pooling": self.pooling,
             "precision": self.precision,
             "modality": self.modality,
+            "jpeg_draft": "2x target" if self.modality == "image" else None,
         }
 
     @property

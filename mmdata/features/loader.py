@@ -179,8 +179,12 @@ def _bytes(item: Item, what: str) -> bytes:
     return bytes(item)
 
 
-def decode_image(data: bytes, mode: str) -> Any:
+def decode_image(data: bytes, mode: str, draft: tuple[int, int] | None = None) -> Any:
     """Decode image bytes with Pillow into ``mode`` ("L" or "RGB"); InputDataError if bad.
+
+    ``draft``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps it at
+    least this size — the encoder resizes it down anyway, and decoding is most of a small
+    encoder's cost per image.
 
     >>> decode_image(b"not an image", "L")
     Traceback (most recent call last):
@@ -192,6 +196,8 @@ def decode_image(data: bytes, mode: str) -> Any:
 
     try:
         img = Image.open(io.BytesIO(data))
+        if draft is not None and img.format == "JPEG":
+            img.draft(mode, draft)
         img.load()
         return img if img.mode == mode else img.convert(mode)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
@@ -300,6 +306,24 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def draft_size(processor: Any) -> tuple[int, int] | None:
+    """Twice the processor's target size ``(w, h)`` (None when it has no fixed size): the
+    smallest JPEG decode that still resizes down with full quality.
+
+    >>> class P: size = {"height": 64, "width": 64}
+    >>> draft_size(P())
+    (128, 128)
+    """
+    size = getattr(processor, "size", None)
+    if not isinstance(size, dict):
+        return None
+    h = size.get("height") or size.get("shortest_edge")
+    w = size.get("width") or size.get("shortest_edge")
+    if not (isinstance(h, int) and isinstance(w, int)):
+        return None
+    return 2 * w, 2 * h
+
+
 @dataclass
 class HFImagePre:
     """Image → ``pixel_values`` by the model folder's ``AutoImageProcessor``."""
@@ -318,7 +342,7 @@ class HFImagePre:
 
             _quiet_transformers()
             self._proc = AutoImageProcessor.from_pretrained(self.model_dir)
-        img = decode_image(_bytes(item, "image"), "RGB")
+        img = decode_image(_bytes(item, "image"), "RGB", draft_size(self._proc))
         out = self._proc(images=[img], return_tensors="pt")
         return {"pixel_values": out["pixel_values"][0].float()}
 
