@@ -16,6 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	./scripts/setup_llamafactory.sh
+	./scripts/setup_labelstudio.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -604,6 +604,11 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
 
+from mmdata.cli_labels import labels_app  # noqa: E402
+
+app.add_typer(labels_app, name="labels")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mmdata`` script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -277,6 +277,11 @@ class LabelsConfig(_Strict):
     )
     token_file: str | None = Field(None, description="File holding the token (instead of env).")
     project: str | None = Field(None, description="Project title (or --project).")
+    document_root: str | None = Field(
+        None,
+        description="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (the run directory "
+        "must be below it); null: that environment variable.",
+    )
     choices: list[str] = Field(
         default_factory=lambda: [
             "normal",

@@ -24,6 +24,12 @@ VERBS = [
     "scrub",
     "audit",
     "pii-eval",
+    "build",
+    "features",
+    "train",
+    "eval",
+    "report",
+    "labels",
 ]
 
 
@@ -34,9 +40,11 @@ def test_version(cli):
 
 @pytest.mark.parametrize("verb", VERBS)
 def test_every_verb_has_help_with_an_example(cli, verb):
-    r = cli(verb, "--help")
-    assert r.code == 0
-    assert f"Example: mmdata {verb}" in r.out
+    subs = {"labels": ["import", "push", "pull"]}.get(verb)
+    for args in [[verb, s] for s in subs] if subs else [[verb]]:
+        r = cli(*args, "--help")
+        assert r.code == 0
+        assert f"Example: mmdata {' '.join(args)}" in r.out
 
 
 def test_top_level_help_lists_the_verbs(cli):
