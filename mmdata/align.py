@@ -19,10 +19,9 @@ their audio's records align without a transcript), each quarantined with its rea
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,8 @@ import pyarrow.parquet as pq
 from mmdata import atomic
 from mmdata.assemble import RecordBuilder
 from mmdata.config import AlignConfig, PipelineConfig, config_hash
+from mmdata.engine import Engine, JobFailure, make_engine
+from mmdata.engine.local import LocalEngine
 from mmdata.records import RECORD_SCHEMA_VERSION, RecordWriter
 from mmdata.rundir import RunDir, StageCounts
 from mmdata.runner import ProgressFn, StageContext, StageOutcome, StageSpec, run_stage
@@ -284,21 +285,46 @@ def _anchors(readers: list[StreamReader], cfg: AlignConfig) -> np.ndarray | None
 
 
 def run_assets(jobs: list[dict[str, Any]], workers: int,
-               on_done: Callable[[AssetResult], None]) -> list[AssetResult]:  # fmt: skip
-    """Align assets, in a spawn process pool when ``workers > 1``."""
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for j in jobs:
-            results.append(align_asset(j))
-            on_done(results[-1])
-        return results
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(align_asset, j) for j in jobs]
-        results = []
-        for f in futures:
-            results.append(f.result())
-            on_done(results[-1])
-        return results
+               on_done: Callable[[AssetResult], None],
+               engine: Engine | None = None) -> list[AssetResult]:  # fmt: skip
+    """Align partitions on ``engine`` (default: local, a spawn pool when ``workers > 1``).
+
+    A partition whose job raises comes back as one dropped item carrying the reason (the
+    stage quarantines it), and the files it may have written are removed.
+    """
+    engine = engine or LocalEngine()
+    texts = [json.dumps(j) for j in jobs]
+    done = engine.map(align_job, texts, name="align", workers=workers)
+    got: dict[int, AssetResult] = {}
+    for k, res in done:
+        got[k] = _failed_partition(jobs[k], res.check(f"align job {k}")) if isinstance(
+            res, JobFailure) else _result_of(res)  # fmt: skip
+        on_done(got[k])
+    return [got[k] for k in range(len(jobs))]  # in job order: the same on any engine
+
+
+def align_job(job: str) -> str:
+    """:func:`align_asset` with JSON in and out (an engine's job)."""
+    return json.dumps(asdict(align_asset(json.loads(job))))
+
+
+def _result_of(text: str) -> AssetResult:
+    d = json.loads(text)
+    return AssetResult(
+        d["asset_id"], d["planned"], d["written"], [tuple(x) for x in d["dropped"]],
+        d["files"], d["transcribed"], {k: tuple(v) for k, v in d["bad_transcripts"].items()},
+    )  # fmt: skip
+
+
+def _failed_partition(job: dict[str, Any], failure: JobFailure) -> AssetResult:
+    index = int(job.get("part_index", 0))
+    asset_dir = Path(job["out_dir"]) / f"asset_id={job['asset_id']}"
+    for pattern in (f"part-{index:05d}.parquet", f"part-{index:05d}-*.parquet"):
+        for path in asset_dir.glob(f"date=*/{pattern}"):
+            path.unlink()
+    start, end = job["part"] if job.get("part") else (0, 0)
+    why = f"aligning this partition failed ({failure.error_class}): {failure.message}"
+    return AssetResult(job["asset_id"], planned=1, dropped=[(start, end, why)])
 
 
 def _merge(results: list[AssetResult]) -> list[AssetResult]:
@@ -367,7 +393,8 @@ def run_align(
             done += 1
             ctx.report(f"align: {r.asset_id}", done, len(jobs))
 
-        results = _merge(run_assets(jobs, config.align.workers, tick))
+        engine = make_engine(config, run.root)
+        results = _merge(run_assets(jobs, config.align.workers, tick, engine))
         bad: dict[str, tuple[str, str]] = {}
         for r in results:
             for start, end, reason in r.dropped:

@@ -234,6 +234,9 @@ def _stage_verb(
                "features": run_features}  # fmt: skip
     cfg = validate_pipeline(config).resolved(config.resolve().parent)
     for dotted, value in (update or {}).items():
+        if "." not in dotted:  # a top-level field (engine)
+            cfg = cfg.model_copy(update={dotted: value})
+            continue
         section, field = dotted.split(".")
         part = getattr(cfg, section).model_copy(update={field: value})
         cfg = cfg.model_copy(update={section: part})
@@ -281,11 +284,17 @@ def _register_stage_verb(stage: str, doc: str, example: str) -> None:
     def verb(
         config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
         run_dir: RunDirOpt = None,
+        engine: Annotated[
+            str | None, typer.Option(help="local | ray (default: the config's engine).")
+        ] = None,
         force: ForceOpt = False,
         quiet: Quiet = False,
         as_json: AsJson = False,
     ) -> None:
-        _stage_verb(stage, config, run_dir, force, quiet, as_json)
+        if engine is not None and engine not in ("local", "ray"):
+            raise UsageError(f"--engine {engine!r} is not one of local, ray")
+        _stage_verb(stage, config, run_dir, force, quiet, as_json,
+                    {"engine": engine} if engine else None)  # fmt: skip
 
     verb.__doc__ = doc
     app.command(stage, epilog=f"Example: {example}")(verb)

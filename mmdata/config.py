@@ -78,7 +78,15 @@ class AssetConfig(_Strict):
 class RayConfig(_Strict):
     """Where the Ray engine connects."""
 
-    address: str = Field("auto", description="'auto', 'local', or ray://head:10001.")
+    address: str = Field(
+        "auto",
+        description="'auto' (the running cluster), 'local' (start one on this machine), or "
+        "ray://head:10001.",
+    )
+    num_cpus: int | None = Field(
+        None, gt=0, description="CPUs of a 'local' cluster; null: this machine's count."
+    )
+    object_store_mb: int = Field(256, ge=64, description="Object store of a 'local' cluster.")
 
 
 class IngestConfig(_Strict):

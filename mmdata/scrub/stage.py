@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pyarrow.parquet as pq
 
 from mmdata import atomic
 from mmdata.config import PipelineConfig, ScrubConfig, config_hash
+from mmdata.engine import JobFailure, in_order, make_engine
 from mmdata.errors import InputDataError, StageError
 from mmdata.quarantine import QuarantineLog, QuarantineRow
 from mmdata.records import RECORD_SCHEMA
@@ -336,7 +335,7 @@ def run_scrub(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
             "source": f"records/{path.relative_to(records_dir)}",
             "config": config.scrub.model_dump(mode="json"), "config_hash": cfg_hash,
         }) for path in files]  # fmt: skip
-        results = _run_jobs(jobs, config.scrub.processes, ctx)
+        results = _run_jobs(jobs, config, ctx)
         writer = AuditWriter(cfg_hash, key)
         n_in = n_out = 0
         for res in results:  # in file order: the audit is the same at any process count
@@ -357,20 +356,29 @@ def run_scrub(run: RunDir, config: PipelineConfig, *, progress: ProgressFn | Non
     return run_stage(run, spec, stage, progress=progress, force=force)
 
 
-def _run_jobs(jobs: list[str], processes: int, ctx: StageContext) -> list[dict[str, Any]]:
+def _run_jobs(jobs: list[str], config: PipelineConfig, ctx: StageContext
+              ) -> list[dict[str, Any]]:  # fmt: skip
+    """Run the jobs on ``config.engine`` (local: ``scrub.processes`` spawned processes)."""
     names = [Path(json.loads(j)["source"]).parent.parent.name for j in jobs]
-    if processes <= 1 or len(jobs) <= 1:
-        out = []
-        for k, job in enumerate(jobs):
-            out.append(json.loads(scrub_file(job)))
-            ctx.report(f"scrub: {names[k]}", k + 1, len(jobs))
-        return out
-    results: dict[int, dict[str, Any]] = {}
-    mp = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=mp) as pool:
-        futures = {pool.submit(scrub_file, job): k for k, job in enumerate(jobs)}
-        for fut in as_completed(futures):
-            k = futures[fut]
-            results[k] = json.loads(fut.result())
-            ctx.report(f"scrub: {names[k]}", len(results), len(jobs))
-    return [results[k] for k in range(len(jobs))]
+    engine = make_engine(config, ctx.run.root)  # Ray stays up for the next stage
+    done = engine.map(scrub_file, jobs, name="scrub", workers=config.scrub.processes)
+    results = in_order(done, len(jobs), lambda k, n: ctx.report(f"scrub: {names[k]}", n, len(jobs)))
+    return [_failed_file(job, res.check(f"scrub of {names[k]}")) if isinstance(res, JobFailure)
+            else json.loads(res) for k, (job, res) in enumerate(zip(jobs, results, strict=True))
+            ]  # fmt: skip
+
+
+def _failed_file(job: str, failure: JobFailure) -> dict[str, Any]:
+    """A records file whose scrub job raised: every record of it is quarantined."""
+    spec = json.loads(job)
+    try:
+        ids: list[str | None] = pq.read_table(spec["input"], columns=["record_id"]
+                                              ).column(0).to_pylist()  # fmt: skip
+    except Exception:  # unreadable: the file is the one quarantined item
+        ids = [None]
+    log = QuarantineLog("scrubbed")
+    for rid in ids:
+        log.record(spec["source"], failure.error_class, "scrubbing this records file failed: "
+                   f"{failure.message}", item_id=rid)  # fmt: skip
+    return {"in": len(ids), "out": 0, "quarantine": [r.model_dump(mode="json") for r in log.rows],
+            "audit": [], "scanned": []}  # fmt: skip

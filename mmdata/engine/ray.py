@@ -1,0 +1,159 @@
+"""The Ray engine: one Ray task per job on a cluster; identical results to the local engine.
+
+``address`` is ``"local"`` (start a cluster on this machine: ``num_cpus`` CPUs, no
+dashboard, a small object store, auth off, its files in a short temp dir), ``"auto"`` (the
+cluster this process runs in, e.g. under ``ray job submit``) or ``ray://head:10001``. When
+Ray is already initialised in this process, that cluster is used and left running.
+
+Jobs and results are JSON strings and the job function travels by name
+(``module:qualname``), so nothing of ours is pickled. Each task is
+``max_retries=2, retry_exceptions=False``: a worker that dies (killed, OOM) is retried on
+another worker, but a Python exception is deterministic — it comes back at once as a
+:class:`~mmdata.engine.JobFailure` for the stage to quarantine. A task whose retries are
+used up fails the stage (:class:`~mmdata.errors.StageError`).
+
+Ray workers are reused across tasks, so a stage function's per-process model cache loads
+its models once per worker. Secrets never travel with a job: a worker loads the scrub key
+from its own environment or key file, so a cluster's workers need them (a ``local``
+cluster inherits this process's environment when it starts).
+
+>>> with RayEngine("local", num_cpus=1) as engine:  # doctest: +SKIP
+...     list(engine.map(str.upper, ["a"], name="demo"))
+[(0, 'A')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from mmdata.engine import (
+    ONE_CPU,
+    JobFailure,
+    JobFn,
+    JobResult,
+    Resources,
+    job_target,
+    resolve_target,
+)
+from mmdata.errors import DependencyError, StageError
+
+OBJECT_STORE_MB = 256  # jobs and results are small JSON strings
+MAX_RETRIES = 2
+_SOCKET_PATH_BUDGET = 40  # Ray appends ~65 chars of session/socket path; Unix limit is 107
+
+
+def run_job(target: str, job: str) -> tuple[bool, str]:
+    """Run one job in a Ray worker: ``(True, output)`` or ``(False, failure JSON)``."""
+    try:
+        return True, resolve_target(target)(job)
+    except Exception as err:  # deterministic: reported, not retried
+        return False, JobFailure.of(err).to_json()
+
+
+def ray_temp_dir(temp_root: Path) -> Path:
+    """``temp_root`` when short enough for Ray's socket paths, else ``/tmp/mmray-<hash>``.
+
+    >>> str(ray_temp_dir(Path("/r/.work/ray")))
+    '/r/.work/ray'
+    >>> ray_temp_dir(Path("/" + "x" * 80)).name.startswith("mmray-")
+    True
+    """
+    root = temp_root.resolve() if temp_root.exists() else temp_root.absolute()
+    if len(str(root)) <= _SOCKET_PATH_BUDGET:
+        return root
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"mmray-{digest}"
+
+
+class RayEngine:
+    """Runs each job as a Ray task (see the module docstring for placement and retries)."""
+
+    def __init__(
+        self, address: str = "local", *, temp_root: Path | None = None,
+        num_cpus: int | None = None, object_store_mb: int = OBJECT_STORE_MB,
+    ) -> None:  # fmt: skip
+        self.address = address
+        self.temp_root = temp_root
+        self.num_cpus = num_cpus
+        self.object_store_mb = object_store_mb
+        self._started = False
+        self._remote: Any = None
+
+    def connect(self) -> Any:
+        """Initialise Ray (once per process); return the ``ray`` module."""
+        try:
+            import ray
+        except ImportError as err:  # pragma: no cover - ray is a project dependency
+            raise DependencyError("the Ray engine needs ray[data]",
+                                  hint="pip install 'ray[data]'") from err  # fmt: skip
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            opts: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
+            if self.address == "local":
+                opts.update(num_cpus=self.num_cpus or os.cpu_count() or 1,
+                            include_dashboard=False,
+                            object_store_memory=self.object_store_mb << 20)  # fmt: skip
+                if self.temp_root is not None:
+                    temp = ray_temp_dir(self.temp_root)
+                    temp.mkdir(parents=True, exist_ok=True)
+                    opts["_temp_dir"] = str(temp)
+            else:
+                opts["address"] = self.address
+            ray.init(**opts)
+            self._started = True
+        if self._remote is None:
+            self._remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_job)
+        return ray
+
+    def map(self, fn: JobFn, jobs: list[str], *, name: str, workers: int = 1,
+            resources: Resources = ONE_CPU) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
+        """Submit one task per job; yield ``(index, output or failure)`` as each finishes.
+
+        ``workers`` is ignored: the cluster's resources bound the parallelism.
+        """
+        ray = self.connect()
+        target = job_target(fn)
+        task = self._remote.options(name=name, num_cpus=resources.num_cpus,
+                                    num_gpus=resources.num_gpus)  # fmt: skip
+        refs = [task.remote(target, job) for job in jobs]
+        index = {ref.hex(): k for k, ref in enumerate(refs)}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    k = index[ref.hex()]
+                    try:
+                        ok, payload = ray.get(ref)
+                    except ray.exceptions.RayError as err:
+                        raise StageError(
+                            f"{name}: job {k} could not run on Ray after {MAX_RETRIES} "
+                            f"retries: {type(err).__name__}",
+                            hint="check the cluster's logs (worker memory?) and re-run the "
+                            "stage") from err  # fmt: skip
+                    yield k, payload if ok else JobFailure.from_json(payload)
+        finally:
+            for ref in pending:  # a stage that stops early leaves no tasks running
+                ray.cancel(ref)
+
+    def close(self) -> None:
+        """Shut Ray down if this engine started it."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+        self._remote = None
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
