@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdata.bench import BenchOptions, BenchResult, workload
+from mmdata.bench import BenchOptions, BenchResult, best_of, workload
 
 _BATCH = 64
 
@@ -102,15 +102,6 @@ def _media(scratch: Path, images: list[bytes]) -> tuple[list[str], list[str]]:
     return paths, shas
 
 
-def _best(repeat: int, fn: Any) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _start_workers(enc: Any, paths: list[str], shas: list[str], workers: int) -> float:
     """Start the loader's worker server (a once-per-process cost); return its seconds."""
     from mmdata.features.loader import MediaFiles, iterate_batches, prepare_workers
@@ -156,8 +147,8 @@ def bench_features(options: BenchOptions, scratch: Path) -> BenchResult:
 
     enc.encode_items(images[:2], batch_size=1)  # load the model, warm the kernels
     startup = _start_workers(enc, paths, shas, workers)
-    t_batched = _best(options.repeat, run_batched)
-    t_single = _best(options.repeat, run_single)
+    t_batched = best_of(options.repeat, run_batched)
+    t_single = best_of(options.repeat, run_single)
     diff = max(float((batched[i] - s).abs().max()) for i, s in enumerate(single))
     hidden, layers, _, _, patch = MODELS["features"]
     return BenchResult(
@@ -261,8 +252,8 @@ def bench_features_cache(options: BenchOptions, scratch: Path) -> BenchResult:
         with RunDir.open(root) as run:
             run_features(run, cfg, force=True)
 
-    t_cold = _best(options.repeat, cold)
-    t_warm = _best(options.repeat, warm)
+    t_cold = best_of(options.repeat, cold)
+    t_warm = best_of(options.repeat, warm)
     # The cache alone: verified lookups vs compute + put of the same entries.
     keys = [entry_key(hashlib.sha256(d).hexdigest(), enc.key) for d in images]
     cache_dir = scratch / "cache-only"

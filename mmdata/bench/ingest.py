@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -24,20 +23,11 @@ import polars as pl
 from PIL import Image
 
 from connectors.imageheader import exif_time_ns, read_header
-from mmdata.bench import BenchOptions, BenchResult, workload
+from mmdata.bench import BenchOptions, BenchResult, best_of, workload
 from mmdata.ingest import IngestOptions, IngestSource, ingest_sources
 from mmdata.quarantine import QuarantineLog
 
 _T0 = 1_772_352_000_000_000_000
-
-
-def _best(repeat: int, fn: Callable[[], object]) -> float:
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _make_csvs(folder: Path, files: int, rows: int) -> int:
@@ -80,8 +70,8 @@ def bench_csv(options: BenchOptions, scratch: Path) -> BenchResult:
         for p in sorted(src_dir.glob("*.csv")):
             pd.read_csv(p).to_parquet(out / (p.stem + ".parquet"))
 
-    t_ours = _best(options.repeat, lambda: _ingest(source, scratch / "ours"))
-    t_base = _best(options.repeat, baseline)
+    t_ours = best_of(options.repeat, lambda: _ingest(source, scratch / "ours"))
+    t_base = best_of(options.repeat, baseline)
     mb = size / 1e6
     return BenchResult(
         workload="ingest-csv", metric="CSV megabytes ingested per second", unit="MB/s",
@@ -147,8 +137,8 @@ def bench_images(options: BenchOptions, scratch: Path) -> BenchResult:
         exif = head.exif()
         return head.width, exif_time_ns(exif, None) if exif else None
 
-    t_ours = _best(options.repeat, lambda: _ingest(source, scratch / "ours"))
-    t_base = _best(options.repeat, baseline)
+    t_ours = best_of(options.repeat, lambda: _ingest(source, scratch / "ours"))
+    t_base = best_of(options.repeat, baseline)
     return BenchResult(
         workload="ingest-images", metric="image files indexed per second", unit="files/s",
         mmdata=n / t_ours, baseline=n / t_base,

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmdata.bench import BenchOptions, BenchResult, workload
+from mmdata.bench import BenchOptions, BenchResult, best_of, workload
 from mmdata.config import ScrubConfig
 from mmdata.errors import InputDataError
 from mmdata.scrub.engine import build_analyzer
@@ -131,9 +131,9 @@ def bench_scrub_text(options: BenchOptions, scratch: Path) -> BenchResult:
     def run_base() -> None:
         base[:] = [baseline.scrub(t, lg) for t, lg in zip(texts, langs, strict=True)]
 
-    t_ours = _best(options.repeat, run_ours)
-    t_base = _best(options.repeat, run_base)
-    t_unique = _best(options.repeat, run_distinct)
+    t_ours = best_of(options.repeat, run_ours)
+    t_base = best_of(options.repeat, run_base)
+    t_unique = best_of(options.repeat, run_distinct)
     same = sum(a[0] == b[0] for a, b in zip(ours, base, strict=True))
     recall_ours = _recall(rows, [[(f.start, f.end, f.entity) for f in fs] for _, fs in ours])
     recall_base = _recall(rows, [[(h.start, h.end, h.entity) for h in hs] for _, hs in base])
@@ -252,11 +252,11 @@ def bench_scrub_images(options: BenchOptions, scratch: Path) -> BenchResult:
     # the stages alone, on the grayscale frames the scrubber works on (as it makes them)
     grays = [cv2.cvtColor(np.asarray(Image.open(io.BytesIO(d)).convert("RGB")),
                           cv2.COLOR_RGB2GRAY) for d in datas]  # fmt: skip
-    t_ours = _best(options.repeat, run_ours)
-    t_base = _best(options.repeat, run_base)
-    t_faces = _best(options.repeat, lambda: [detect_faces(g, cfg) for g in grays])
-    t_ocr_ours = _best(options.repeat, lambda: ocr([grays]))
-    t_ocr_base = _best(options.repeat, lambda: ocr([[g] for g in grays]))
+    t_ours = best_of(options.repeat, run_ours)
+    t_base = best_of(options.repeat, run_base)
+    t_faces = best_of(options.repeat, lambda: [detect_faces(g, cfg) for g in grays])
+    t_ocr_ours = best_of(options.repeat, lambda: ocr([grays]))
+    t_ocr_base = best_of(options.repeat, lambda: ocr([[g] for g in grays]))
     n_tags = sum(len(v) for v in tags.values())
     found_ours, found_base = _tags_found(files, ours, tags), _tags_found(files, base, tags)
     if found_ours < found_base:
@@ -298,12 +298,3 @@ def bench_scrub_images(options: BenchOptions, scratch: Path) -> BenchResult:
             "model_load_seconds": load,
         },
     )
-
-
-def _best(repeat: int, fn: Any) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best

@@ -80,8 +80,9 @@ BUILTINS: dict[str, Modality] = {"thumbnail": "image", "logmel": "audio", "spect
 __all__ = ["BUILTINS", "Encoder", "SensorWindow", "build_encoder", "resolve_device"]
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available else CPU; ``cuda`` without CUDA is a DependencyError.
+def resolve_device(device: str, setting: str = "features.device") -> torch.device:
+    """``auto`` → CUDA when available else CPU; ``cuda`` without CUDA is a DependencyError
+    naming ``setting`` (the config field the device came from).
 
     >>> resolve_device("cpu").type
     'cpu'
@@ -90,7 +91,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise DependencyError(
-            "features.device is 'cuda' but torch sees no CUDA device "
+            f"{setting} is 'cuda' but torch sees no CUDA device "
             f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})",
             hint="use --device cpu (or auto), or run on a machine with an NVIDIA GPU and driver",
         )

@@ -49,20 +49,14 @@ BUILTIN_MODULES_TO_SAVE = ("embed_tokens", "lm_head")
 
 # -- device and precision ----------------------------------------------------------------
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available else CPU; ``cuda`` without CUDA is a DependencyError.
+    """:func:`mmdata.features.encoders.resolve_device` for ``train.device``.
 
     >>> resolve_device("cpu").type
     'cpu'
     """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DependencyError(
-            "train.device is 'cuda' but torch sees no CUDA device "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})",
-            hint="use --device cpu (or auto), or run on a machine with an NVIDIA GPU",
-        )
-    return torch.device(device)
+    from mmdata.features.encoders import resolve_device as resolve
+
+    return resolve(device, "train.device")
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
