@@ -114,8 +114,13 @@ class Engine(Protocol):
     """
 
     def map(self, fn: JobFn, jobs: list[str], *, name: str, workers: int = 1,
-            resources: Resources = ONE_CPU) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
-        """Run ``fn(job)`` for every job (``workers``: the local engine's process count)."""
+            resources: Resources = ONE_CPU,
+            actors: int | None = None) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
+        """Run ``fn(job)`` for every job.
+
+        ``workers``: the local engine's process count; ``actors``: on Ray, run the jobs as a
+        Ray Data pipeline in a pool of that many actors (for stages that load models).
+        """
         ...
 
     def close(self) -> None:

@@ -30,8 +30,13 @@ class LocalEngine:
     """
 
     def map(self, fn: JobFn, jobs: list[str], *, name: str, workers: int = 1,
-            resources: Resources = ONE_CPU) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
-        """Run ``fn`` over ``jobs``; yield ``(index, output or failure)`` as each finishes."""
+            resources: Resources = ONE_CPU,
+            actors: int | None = None) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
+        """Run ``fn`` over ``jobs``; yield ``(index, output or failure)`` as each finishes.
+
+        ``actors`` (a Ray actor pool's size) is ignored: ``workers`` processes serve the jobs
+        and, like actors, load a stage function's cached models once per process.
+        """
         if workers <= 1 or len(jobs) <= 1:
             for k, job in enumerate(jobs):
                 try:

@@ -25,6 +25,7 @@ cluster inherits this process's environment when it starts).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -71,6 +72,30 @@ def ray_temp_dir(temp_root: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"mmray-{digest}"
 
 
+POOL_CPUS = 0.5  # an actor's CPU share (see _map_pool)
+
+
+class JobActor:
+    """A Ray Data actor: resolves the job function once, then runs one job per row."""
+
+    def __init__(self, target: str) -> None:
+        self.fn = resolve_target(target)
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        ok: list[bool] = []
+        payloads: list[str] = []
+        for job in batch.column("job").to_pylist():
+            try:
+                payloads.append(self.fn(job))
+                ok.append(True)
+            except Exception as err:  # deterministic: reported, not retried
+                payloads.append(JobFailure.of(err).to_json())
+                ok.append(False)
+        return pa.table({"k": batch.column("k"), "ok": ok, "payload": payloads})
+
+
 class RayEngine:
     """Runs each job as a Ray task (see the module docstring for placement and retries)."""
 
@@ -112,11 +137,19 @@ class RayEngine:
         return ray
 
     def map(self, fn: JobFn, jobs: list[str], *, name: str, workers: int = 1,
-            resources: Resources = ONE_CPU) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
-        """Submit one task per job; yield ``(index, output or failure)`` as each finishes.
+            resources: Resources = ONE_CPU,
+            actors: int | None = None) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
+        """Run every job on the cluster; yield ``(index, output or failure)`` as each finishes.
 
-        ``workers`` is ignored: the cluster's resources bound the parallelism.
+        Without ``actors``: one task per job (``workers`` is ignored: the cluster's resources
+        bound the parallelism). With ``actors``: a Ray Data pipeline over the jobs whose map
+        runs in a pool of ``actors`` long-lived actors (``ActorPoolStrategy``), each holding
+        ``resources`` (``num_gpus`` for an encoder): a stage function that caches its models
+        per process loads them once per actor.
         """
+        if actors:
+            yield from self._map_pool(fn, jobs, name=name, resources=resources, size=actors)
+            return
         ray = self.connect()
         target = job_target(fn)
         task = self._remote.options(name=name, num_cpus=resources.num_cpus,
@@ -141,6 +174,38 @@ class RayEngine:
         finally:
             for ref in pending:  # a stage that stops early leaves no tasks running
                 ray.cancel(ref)
+
+    def _map_pool(self, fn: JobFn, jobs: list[str], *, name: str, resources: Resources,
+                  size: int) -> Iterator[tuple[int, JobResult]]:  # fmt: skip
+        """The jobs through ``from_items → map_batches(JobActor, ActorPoolStrategy)``."""
+        if not jobs:
+            return
+        self.connect()
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # One block per job: Ray Data would otherwise pack small items into one block (and
+        # one actor). Fractional CPUs: actors holding whole CPUs can starve the pipeline's
+        # own tasks on a small cluster (seen to deadlock on 2 CPUs).
+        items = [{"k": k, "job": job} for k, job in enumerate(jobs)]
+        ds = ray.data.from_items(items, override_num_blocks=len(jobs)).map_batches(
+            JobActor, fn_constructor_kwargs={"target": job_target(fn)}, batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(size, len(jobs)))),
+            num_cpus=min(resources.num_cpus, POOL_CPUS), num_gpus=resources.num_gpus,
+            batch_format="pyarrow",
+        )  # fmt: skip
+        try:
+            for row in ds.iter_rows():
+                k = int(row["k"])
+                payload = str(row["payload"])
+                yield k, payload if row["ok"] else JobFailure.from_json(payload)
+        except ray.exceptions.RayError as err:
+            raise StageError(f"{name}: the actor pool could not finish: {type(err).__name__}",
+                             hint="check the cluster's logs (worker memory?) and re-run the "
+                             "stage") from err  # fmt: skip
 
     def close(self) -> None:
         """Shut Ray down if this engine started it."""
