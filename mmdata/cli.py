@@ -160,7 +160,7 @@ def demo(
 def ingest(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
     run_dir: Annotated[
-        Path | None, typer.Option(help="Run directory (default: the config's run_dir).")
+        str | None, typer.Option(help="Run directory or s3:// URL (default: the config's run_dir).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     force: Annotated[bool, typer.Option(help="Re-run even when unchanged.")] = False,
@@ -172,14 +172,14 @@ def ingest(
     Relative paths in the config are taken from the config file's folder.
     """
     from mmdata.ingest import read_index, run_ingest
-    from mmdata.rundir import RunDir
+    from mmdata.rundir_remote import open_run
     from mmdata.validate import validate_pipeline
 
     cfg = validate_pipeline(config).resolved(config.resolve().parent)
     if workers is not None:
         cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"workers": workers})})
-    target = run_dir if run_dir is not None else Path(cfg.run_dir)
-    with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
+    target = run_dir if run_dir is not None else cfg.run_dir
+    with open_run(target, cfg.run_storage) as run, progress_bar(quiet or as_json) as progress:
         outcome = run_ingest(run, cfg, progress=progress, force=force)
         streams = read_index(run.stage_path("ingest"))
     counts = outcome.counts.model_dump(by_alias=True)
@@ -193,7 +193,7 @@ def ingest(
     state = "unchanged, skipped" if outcome.skipped else f"{outcome.elapsed_ns / 1e9:.1f} s"
     err_console.print(
         f"ingest: in {counts['in']} = out {counts['out']} + quarantined {counts['quarantined']}"
-        f" ({state}); quarantine: {target / 'quarantine' / 'ingest.parquet'}"
+        f" ({state}); quarantine: {target}/quarantine/ingest.parquet"
     )
 
 
@@ -214,7 +214,7 @@ def _clock_table(rows: list[dict[str, Any]]) -> None:
 def _stage_verb(
     stage: str,
     config: Path,
-    run_dir: Path | None,
+    run_dir: str | None,
     force: bool,
     quiet: bool,
     as_json: bool,
@@ -225,7 +225,7 @@ def _stage_verb(
     from mmdata.align import run_align
     from mmdata.build.stage import run_build
     from mmdata.features.stage import run_features
-    from mmdata.rundir import RunDir
+    from mmdata.rundir_remote import open_run
     from mmdata.scrub.stage import run_scrub
     from mmdata.sync import run_sync
     from mmdata.validate import validate_pipeline
@@ -240,8 +240,8 @@ def _stage_verb(
         section, field = dotted.split(".")
         part = getattr(cfg, section).model_copy(update={field: value})
         cfg = cfg.model_copy(update={section: part})
-    target = run_dir if run_dir is not None else Path(cfg.run_dir)
-    with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
+    target = run_dir if run_dir is not None else cfg.run_dir
+    with open_run(target, cfg.run_storage) as run, progress_bar(quiet or as_json) as progress:
         outcome = runners[stage](run, cfg, progress=progress, force=force)
     counts = outcome.counts.model_dump(by_alias=True)
     doc = {"run_dir": str(target), "stage": outcome.name, "skipped": outcome.skipped,
@@ -273,7 +273,8 @@ def _stage_console(out_dir: Path) -> list[str]:
 
 
 RunDirOpt = Annotated[
-    Path | None, typer.Option("--run-dir", help="Run directory (default: the config's run_dir).")
+    str | None,
+    typer.Option("--run-dir", help="Run directory or s3:// URL (default: the config's run_dir)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even when unchanged.")]
 
@@ -345,17 +346,17 @@ def features(
     _stage_verb("features", config, run_dir, force, quiet, as_json, update)
 
 
-def _train_stage(stage: str, config: Path, run_dir: Path | None, flags: dict[str, Any],
+def _train_stage(stage: str, config: Path, run_dir: str | None, flags: dict[str, Any],
                  changes: dict[str, Any]) -> None:  # fmt: skip
     """Shared body of ``mmdata train`` / ``mmdata eval``: options → config, run, print."""
-    from mmdata.rundir import RunDir
+    from mmdata.rundir_remote import open_run
     from mmdata.train.stage import console_lines, run_eval, run_train, train_overrides
     from mmdata.validate import validate_pipeline
 
     cfg = train_overrides(validate_pipeline(config).resolved(config.resolve().parent), **changes)
-    target = run_dir if run_dir is not None else Path(cfg.run_dir)
+    target = run_dir if run_dir is not None else cfg.run_dir
     quiet, as_json = flags["quiet"], flags["as_json"]
-    with RunDir.open(target) as run, progress_bar(quiet or as_json) as progress:
+    with open_run(target, cfg.run_storage) as run, progress_bar(quiet or as_json) as progress:
         if stage == "train":
             outcome = run_train(run, cfg, progress=progress, force=flags["force"])
         else:

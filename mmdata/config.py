@@ -89,6 +89,24 @@ class RayConfig(_Strict):
     object_store_mb: int = Field(256, ge=64, description="Object store of a 'local' cluster.")
 
 
+class RunStorageConfig(_Strict):
+    """How a run directory on shared storage (``run_dir: s3://...``) is reached.
+
+    >>> RunStorageConfig(options={"client_kwargs": {"endpoint_url": "http://minio:9000"}}).cache_dir
+    """
+
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options of run_dir (e.g. client_kwargs.endpoint_url). "
+        "Credentials come from the environment (AWS_ACCESS_KEY_ID...), never from here.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Local folder for mirrors of remote run directories; null: "
+        "$MMDATA_RUN_CACHE or ~/.cache/mmdata/runs.",
+    )
+
+
 class IngestConfig(_Strict):
     """How ingest runs and what it treats as a clock jump."""
 
@@ -304,6 +322,7 @@ class PipelineConfig(_Strict):
 
     version: Literal[1] = Field(1, description="Config format version.")
     run_dir: str = Field(description="Run directory (local path or fsspec URL).")
+    run_storage: RunStorageConfig = Field(default_factory=RunStorageConfig)
     engine: Literal["local", "ray"] = Field("local", description="Execution engine.")
     ray: RayConfig = Field(default_factory=RayConfig)
     assets: dict[str, AssetConfig] = Field(min_length=1, description="Assets by id.")

@@ -22,6 +22,7 @@ import hashlib
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +105,10 @@ class RunDir:
         self.root = root
         self.manifest = manifest
         self._lock = lock
+        #: the shared-storage URL this folder mirrors (:mod:`mmdata.rundir_remote`), if any
+        self.remote_url: str | None = None
+        #: called after every manifest save (a remote run pushes its changes there)
+        self.after_save: Callable[[], object] | None = None
 
     @classmethod
     def open(cls, root: Path | str) -> RunDir:
@@ -180,6 +185,8 @@ class RunDir:
             self.root / MANIFEST_NAME,
             self.manifest.model_dump_json(indent=2, by_alias=True) + "\n",
         )
+        if self.after_save is not None:
+            self.after_save()
 
 
 def fingerprint_tree(root: Path) -> str:
