@@ -393,7 +393,7 @@ def run_align(
             done += 1
             ctx.report(f"align: {r.asset_id}", done, len(jobs))
 
-        engine = make_engine(config, run.root)
+        engine = make_engine(config, run)
         results = _merge(run_assets(jobs, config.align.workers, tick, engine))
         bad: dict[str, tuple[str, str]] = {}
         for r in results:

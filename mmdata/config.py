@@ -87,6 +87,12 @@ class RayConfig(_Strict):
         None, gt=0, description="CPUs of a 'local' cluster; null: this machine's count."
     )
     object_store_mb: int = Field(256, ge=64, description="Object store of a 'local' cluster.")
+    staging: Literal["auto", "always"] = Field(
+        "auto",
+        description="With a remote run_dir, workers on other nodes than the driver fetch "
+        "inputs from and upload outputs to the storage; 'always' does so on the driver's "
+        "node too (to check a cluster's storage access on one machine).",
+    )
 
 
 class RunStorageConfig(_Strict):

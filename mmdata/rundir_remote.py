@@ -96,23 +96,24 @@ class RunMirror:
     's3://bucket/run'
     """
 
-    def __init__(self, url: str, storage: RunStorageConfig) -> None:
+    def __init__(self, url: str, storage: RunStorageConfig, local: Path | None = None) -> None:
         import fsspec
 
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage.options)
-        self.local = mirror_root(self.url, storage)
+        self.local = local or mirror_root(self.url, storage)
         self._state_path = self.local.with_name(self.local.name + ".state.json")
         # relpath -> [size, mtime_ns, sha256] of each file as last pulled or pushed
         self._state: dict[str, list[Any]] = {}
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
-    def _remote(self, rel: str) -> str:
+    def remote_path(self, rel: str) -> str:
+        """The storage path (no protocol) of ``rel`` in the run."""
         return f"{self.root}/{rel}"
 
     def lock(self) -> None:
         """Take the run's lock object, or raise :class:`RunDirError` naming its holder."""
-        path = self._remote(LOCK_NAME)
+        path = self.remote_path(LOCK_NAME)
         try:
             if self.fs.exists(path):
                 held = json.loads(self.fs.cat_file(path))
@@ -136,53 +137,45 @@ class RunMirror:
 
     def unlock(self) -> None:
         """Delete the lock object if this mirror holds it."""
-        path = self._remote(LOCK_NAME)
+        path = self.remote_path(LOCK_NAME)
         with contextlib.suppress(OSError, ValueError):
             self.fs.invalidate_cache()
             if json.loads(self.fs.cat_file(path)).get("owner") == self._owner:
                 self.fs.rm_file(path)
 
     def _remote_index(self) -> dict[str, list[Any]]:
-        path = self._remote(INDEX_NAME)
+        path = self.remote_path(INDEX_NAME)
         self.fs.invalidate_cache()
         if not self.fs.exists(path):
             return {}
         files: dict[str, list[Any]] = json.loads(self.fs.cat_file(path))["files"]
         return files
 
-    def pull(self) -> int:
+    def pull(self, prefixes: list[str] | None = None) -> int:
         """Bring the mirror up to the remote's committed state; returns files downloaded.
 
         Files whose size, mtime and hash already match are kept; files the remote lacks are
         deleted (except this machine's ``.work`` and lock); pulled files get the mtime the
-        pushing machine had, so mtime-based fingerprints agree across machines.
+        pushing machine had, so mtime-based fingerprints agree across machines. With
+        ``prefixes`` (relative paths of files or folders), only those are fetched and
+        nothing is deleted: how a Ray worker on another node fetches a job's inputs.
         """
         self.local.mkdir(parents=True, exist_ok=True)
         if self._state_path.exists():
             self._state = json.loads(self._state_path.read_text(encoding="utf-8"))
         files = self._remote_index()
-        pulled = 0
-        for rel, (size, mtime_ns, digest) in sorted(files.items()):
-            dest = self.local / rel
-            st = dest.stat() if dest.is_file() else None
-            if self._state.get(rel) == [size, mtime_ns, digest] and st is not None and (
-                st.st_size, st.st_mtime_ns) == (size, mtime_ns):  # fmt: skip
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with atomic.atomic_path(dest) as tmp:
-                self.fs.get_file(self._remote(rel), str(tmp))
-                if _sha256(tmp) != digest:
-                    raise RunDirError(
-                        f"{self.url}/{rel} does not match its mirror-index entry",
-                        hint="another process may be writing this run; re-run",
-                    )
-            os.utime(dest, ns=(mtime_ns, mtime_ns))
-            self._state[rel] = [size, mtime_ns, digest]
-            pulled += 1
+        if prefixes is not None:
+            heads = tuple(p.rstrip("/") + "/" for p in prefixes)
+            files = {rel: v for rel, v in files.items()
+                     if rel in prefixes or rel.startswith(heads)}  # fmt: skip
+        pulled = sum(self._fetch(rel, *entry) for rel, entry in sorted(files.items()))
+        if prefixes is not None:
+            self._save_state()
+            return pulled
         manifest = self.local / MANIFEST_NAME
-        if self.fs.exists(self._remote(MANIFEST_NAME)):
+        if self.fs.exists(self.remote_path(MANIFEST_NAME)):
             with atomic.atomic_path(manifest) as tmp:
-                self.fs.get_file(self._remote(MANIFEST_NAME), str(tmp))
+                self.fs.get_file(self.remote_path(MANIFEST_NAME), str(tmp))
         elif manifest.exists():  # the remote run was deleted: start afresh
             manifest.unlink()
         for rel in self._local_files():
@@ -191,6 +184,25 @@ class RunMirror:
                 self._state.pop(rel, None)
         self._save_state()
         return pulled
+
+    def _fetch(self, rel: str, size: int, mtime_ns: int, digest: str) -> bool:
+        """Download one indexed file unless the mirror already has it; True if downloaded."""
+        dest = self.local / rel
+        st = dest.stat() if dest.is_file() else None
+        if self._state.get(rel) == [size, mtime_ns, digest] and st is not None and (
+            st.st_size, st.st_mtime_ns) == (size, mtime_ns):  # fmt: skip
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(dest) as tmp:
+            self.fs.get_file(self.remote_path(rel), str(tmp))
+            if _sha256(tmp) != digest:
+                raise RunDirError(
+                    f"{self.url}/{rel} does not match its mirror-index entry",
+                    hint="another process may be writing this run; re-run",
+                )
+        os.utime(dest, ns=(mtime_ns, mtime_ns))
+        self._state[rel] = [size, mtime_ns, digest]
+        return True
 
     def _local_files(self) -> list[str]:
         out = []
@@ -220,15 +232,15 @@ class RunMirror:
                 current[rel] = known
                 continue
             current[rel] = [st.st_size, st.st_mtime_ns, _sha256(self.local / rel)]
-            self.fs.put_file(str(self.local / rel), self._remote(rel))
+            self.fs.put_file(str(self.local / rel), self.remote_path(rel))
             pushed += 1
-        self.fs.pipe_file(self._remote(INDEX_NAME), json.dumps(
+        self.fs.pipe_file(self.remote_path(INDEX_NAME), json.dumps(
             {"url": self.url, "files": current}, sort_keys=True).encode())  # fmt: skip
-        self.fs.put_file(str(self.local / MANIFEST_NAME), self._remote(MANIFEST_NAME))
+        self.fs.put_file(str(self.local / MANIFEST_NAME), self.remote_path(MANIFEST_NAME))
         gone = [rel for rel in self._state if rel not in current]
         for rel in gone:
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self._remote(rel))
+                self.fs.rm_file(self.remote_path(rel))
         self._state = current
         self._save_state()
         return pushed

@@ -13,17 +13,19 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mmdata.align import AssetResult, run_align, run_assets
-from mmdata.config import AlignConfig, PipelineConfig
+from mmdata.config import AlignConfig, PipelineConfig, RayConfig, RunStorageConfig
 from mmdata.demo import factory_pipeline
 from mmdata.engine import JobFailure, in_order
 from mmdata.engine.ray import RayEngine
 from mmdata.errors import InputDataError
 from mmdata.ingest import run_ingest
 from mmdata.rundir import RunDir
+from mmdata.rundir_remote import open_run
 from mmdata.scrub.stage import run_scrub
 from mmdata.sync import run_sync
 from mmdata.synth import SynthConfig, generate_factory
@@ -50,9 +52,10 @@ def always_fails(job: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayEngine]:
-    # Workers load the scrub key themselves (it never travels): the cluster started here
-    # inherits this process's environment, so the key must be set before it starts.
+def engine(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[RayEngine]:
+    # Workers load the scrub key and the storage credentials themselves (they never
+    # travel): the cluster started here inherits this process's environment, so the key
+    # and the S3 server's credentials (set by s3_endpoint) must be there before it starts.
     old = os.environ.get("MMDATA_PII_KEY")
     os.environ["MMDATA_PII_KEY"] = KEY
     eng = RayEngine("local", temp_root=tmp_path_factory.mktemp("ray"), num_cpus=2,
@@ -130,3 +133,35 @@ def test_a_failing_align_partition_becomes_one_dropped_item_with_its_reason(
     assert (res.planned, res.written) == (1, 0)
     [(start, end, why)] = res.dropped
     assert (start, end) == (0, 10) and "FileNotFoundError" in why
+
+
+def test_an_s3_run_dir_on_ray_stages_files_through_the_storage_with_identical_results(
+    engine: RayEngine, s3_bucket: tuple[Any, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    fs, bucket, options = s3_bucket
+    factory = tmp_path / "factory"
+    generate_factory(SynthConfig(assets=2, minutes=0.3, seed=4, workers=1), factory)
+    local = _pipeline(tmp_path, factory, "local")
+    with RunDir.open(local.run_dir) as run:
+        for stage in (run_ingest, run_sync, run_align, run_scrub):
+            stage(run, local)
+    url = f"s3://{bucket}/run"
+    storage = RunStorageConfig(options=options, cache_dir=str(tmp_path / "cache"))
+    # staging "always": workers act as if on another node than the driver (one machine here)
+    remote = _pipeline(tmp_path, factory, "ray").model_copy(update={
+        "run_dir": url, "run_storage": storage,
+        "ray": RayConfig(address="local", staging="always")})  # fmt: skip
+    with open_run(url, storage) as run:
+        for stage in (run_ingest, run_sync, run_align, run_scrub):
+            stage(run, remote)
+        driver_mirror = run.root
+    fs.invalidate_cache()
+    remote_files = {p.removeprefix(f"{bucket}/run/"): hashlib.sha256(fs.cat_file(p)).hexdigest()
+                    for p in fs.find(f"{bucket}/run")}  # fmt: skip
+    expected = _hashes(Path(local.run_dir))
+    assert any(k.startswith("scrubbed/asset_id=") for k in expected)
+    assert {k: v for k, v in remote_files.items() if k in expected} == expected
+    assert not any(k.startswith(".work/") for k in remote_files)  # collected and deleted
+    # The workers read their inputs from their own mirror of the run, not the driver's.
+    node = driver_mirror.with_name(driver_mirror.name + ".node")
+    assert any((node / "records").rglob("*.parquet")) and any((node / "ingest").rglob("*"))

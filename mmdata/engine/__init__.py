@@ -26,6 +26,7 @@ a job that cannot be run at all (a crashed pool, retries used up) fails the stag
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from mmdata.errors import InputDataError, MmdataError, StageError
 
 if TYPE_CHECKING:
     from mmdata.config import PipelineConfig
+    from mmdata.rundir import RunDir
 
 JobFn = Callable[[str], str]
 
@@ -164,13 +166,25 @@ def resolve_target(target: str) -> JobFn:
     return fn
 
 
-def make_engine(config: PipelineConfig, run_root: Path) -> Engine:
-    """The engine ``config.engine`` names (Ray keeps its files under ``run_root``)."""
+def make_engine(config: PipelineConfig, run: RunDir | Path) -> Engine:
+    """The engine ``config.engine`` names, for the run directory ``run``.
+
+    Ray keeps its files under the run's ``.work/ray``. When ``run`` mirrors a run directory
+    on shared storage (``run.remote_url``), Ray workers on other nodes stage their files
+    through the storage (:mod:`mmdata.engine.staging`).
+    """
+    run_root = run if isinstance(run, Path) else run.root
+    remote_url = None if isinstance(run, Path) else run.remote_url
     if config.engine == "ray":
         from mmdata.engine.ray import RayEngine
+        from mmdata.engine.staging import Staging
 
+        staging = None if remote_url is None else Staging(
+            remote_url, str(run_root), config.run_storage.options, config.run_storage.cache_dir,
+            driver_node="", token=uuid.uuid4().hex,
+            always=config.ray.staging == "always")  # fmt: skip
         return RayEngine(config.ray.address, temp_root=run_root / ".work" / "ray",
-                         num_cpus=config.ray.num_cpus,
+                         num_cpus=config.ray.num_cpus, staging=staging,
                          object_store_mb=config.ray.object_store_mb)  # fmt: skip
     from mmdata.engine.local import LocalEngine
 

@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,6 +43,7 @@ from mmdata.engine import (
     job_target,
     resolve_target,
 )
+from mmdata.engine.staging import Staging, collect_outputs, staged_call
 from mmdata.errors import DependencyError, StageError
 
 OBJECT_STORE_MB = 256  # jobs and results are small JSON strings
@@ -49,12 +51,24 @@ MAX_RETRIES = 2
 _SOCKET_PATH_BUDGET = 40  # Ray appends ~65 chars of session/socket path; Unix limit is 107
 
 
-def run_job(target: str, job: str) -> tuple[bool, str]:
-    """Run one job in a Ray worker: ``(True, output)`` or ``(False, failure JSON)``."""
+def _call(fn: JobFn, job: str) -> tuple[bool, str]:
     try:
-        return True, resolve_target(target)(job)
+        return True, fn(job)
     except Exception as err:  # deterministic: reported, not retried
         return False, JobFailure.of(err).to_json()
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def run_job(target: str, job: str, staging: str | None = None) -> tuple[bool, str, list[str]]:
+    """Run one job in a Ray worker: ``(ok, output or failure JSON, staged output files)``."""
+    fn = resolve_target(target)
+    stage = Staging.from_json(staging) if staging else None
+    return staged_call(lambda j: _call(fn, j), job, stage, _node_id() if stage else None)
 
 
 def ray_temp_dir(temp_root: Path) -> Path:
@@ -78,22 +92,19 @@ POOL_CPUS = 0.5  # an actor's CPU share (see _map_pool)
 class JobActor:
     """A Ray Data actor: resolves the job function once, then runs one job per row."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, staging: str | None = None) -> None:
         self.fn = resolve_target(target)
+        self.staging = Staging.from_json(staging) if staging else None
+        self.node = _node_id() if staging else None
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        ok: list[bool] = []
-        payloads: list[str] = []
-        for job in batch.column("job").to_pylist():
-            try:
-                payloads.append(self.fn(job))
-                ok.append(True)
-            except Exception as err:  # deterministic: reported, not retried
-                payloads.append(JobFailure.of(err).to_json())
-                ok.append(False)
-        return pa.table({"k": batch.column("k"), "ok": ok, "payload": payloads})
+        rows = [staged_call(lambda j: _call(self.fn, j), job, self.staging, self.node)
+                for job in batch.column("job").to_pylist()]  # fmt: skip
+        uploaded = pa.array([r[2] for r in rows], pa.list_(pa.string()))
+        return pa.table({"k": batch.column("k"), "ok": [r[0] for r in rows],
+                         "payload": [r[1] for r in rows], "uploaded": uploaded})  # fmt: skip
 
 
 class RayEngine:
@@ -102,8 +113,10 @@ class RayEngine:
     def __init__(
         self, address: str = "local", *, temp_root: Path | None = None,
         num_cpus: int | None = None, object_store_mb: int = OBJECT_STORE_MB,
+        staging: Staging | None = None,
     ) -> None:  # fmt: skip
         self.address = address
+        self.staging = staging
         self.temp_root = temp_root
         self.num_cpus = num_cpus
         self.object_store_mb = object_store_mb
@@ -154,7 +167,8 @@ class RayEngine:
         target = job_target(fn)
         task = self._remote.options(name=name, num_cpus=resources.num_cpus,
                                     num_gpus=resources.num_gpus)  # fmt: skip
-        refs = [task.remote(target, job) for job in jobs]
+        staging = self._staging_json()
+        refs = [task.remote(target, job, staging) for job in jobs]
         index = {ref.hex(): k for k, ref in enumerate(refs)}
         pending = list(refs)
         try:
@@ -163,13 +177,14 @@ class RayEngine:
                 for ref in ready:
                     k = index[ref.hex()]
                     try:
-                        ok, payload = ray.get(ref)
+                        ok, payload, uploaded = ray.get(ref)
                     except ray.exceptions.RayError as err:
                         raise StageError(
                             f"{name}: job {k} could not run on Ray after {MAX_RETRIES} "
                             f"retries: {type(err).__name__}",
                             hint="check the cluster's logs (worker memory?) and re-run the "
                             "stage") from err  # fmt: skip
+                    self._collect(uploaded)
                     yield k, payload if ok else JobFailure.from_json(payload)
         finally:
             for ref in pending:  # a stage that stops early leaves no tasks running
@@ -192,7 +207,8 @@ class RayEngine:
         # own tasks on a small cluster (seen to deadlock on 2 CPUs).
         items = [{"k": k, "job": job} for k, job in enumerate(jobs)]
         ds = ray.data.from_items(items, override_num_blocks=len(jobs)).map_batches(
-            JobActor, fn_constructor_kwargs={"target": job_target(fn)}, batch_size=1,
+            JobActor, batch_size=1,
+            fn_constructor_kwargs={"target": job_target(fn), "staging": self._staging_json()},
             compute=ray.data.ActorPoolStrategy(size=max(1, min(size, len(jobs)))),
             num_cpus=min(resources.num_cpus, POOL_CPUS), num_gpus=resources.num_gpus,
             batch_format="pyarrow",
@@ -201,11 +217,22 @@ class RayEngine:
             for row in ds.iter_rows():
                 k = int(row["k"])
                 payload = str(row["payload"])
+                self._collect(list(row["uploaded"]))
                 yield k, payload if row["ok"] else JobFailure.from_json(payload)
         except ray.exceptions.RayError as err:
             raise StageError(f"{name}: the actor pool could not finish: {type(err).__name__}",
                              hint="check the cluster's logs (worker memory?) and re-run the "
                              "stage") from err  # fmt: skip
+
+    def _staging_json(self) -> str | None:
+        """The staging for workers, with this driver's node id (after :meth:`connect`)."""
+        if self.staging is None:
+            return None
+        return replace(self.staging, driver_node=_node_id()).to_json()
+
+    def _collect(self, uploaded: list[str]) -> None:
+        if self.staging is not None and uploaded:
+            collect_outputs(self.staging, uploaded)
 
     def close(self) -> None:
         """Shut Ray down if this engine started it."""

@@ -361,7 +361,7 @@ def _run_jobs(jobs: list[str], config: PipelineConfig, ctx: StageContext
     """Run the jobs on ``config.engine``: ``scrub.processes`` spawned processes, or on Ray an
     actor pool of that size (each actor loads Presidio, spaCy and the detectors once)."""
     names = [Path(json.loads(j)["source"]).parent.parent.name for j in jobs]
-    engine = make_engine(config, ctx.run.root)  # Ray stays up for the next stage
+    engine = make_engine(config, ctx.run)  # Ray stays up for the next stage
     done = engine.map(scrub_file, jobs, name="scrub", workers=config.scrub.processes,
                       actors=config.scrub.processes)  # fmt: skip
     results = in_order(done, len(jobs), lambda k, n: ctx.report(f"scrub: {names[k]}", n, len(jobs)))
