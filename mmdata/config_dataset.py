@@ -125,6 +125,14 @@ class FeaturesConfig(_Strict):
     loader_workers: int = Field(
         2, ge=0, le=64, description="Worker processes decoding media while the model runs."
     )
+    actors: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="engine: ray — encoder actors (each decodes and encodes its own items; one "
+        "GPU each on a GPU cluster); null: one per GPU of the cluster, or on CPU "
+        "min(loader_workers, cluster CPUs).",
+    )
 
 
 class LoraConfig(_Strict):

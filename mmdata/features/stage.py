@@ -10,7 +10,10 @@ Inputs (written by the dataset builder):
 Per modality with an encoder (``features.image`` / ``audio`` / ``sensor``), every item's
 entry key is looked up in the content-addressed cache (:mod:`mmdata.features.cache`); only
 the misses — new content, a changed encoder, a corrupt entry — are read, decoded in loader
-workers and encoded in batches on the device. Outputs:
+workers and encoded in batches on the device. With ``engine: ray`` the misses of every
+modality are encoded by one Ray Data actor pool instead (one GPU per actor when the cluster
+has GPUs; :mod:`mmdata.features.jobs`), and this process writes the cache in the same order,
+so every output file is byte-identical to a local run's. Outputs:
 
 * ``RUN/features/index.parquet``: one row per input row — ``sha256, modality, role,
   record_id, stream_id, encoder, encoder_id, encoder_key, entry_key, dtype, shape, dim,
@@ -29,6 +32,7 @@ An undecodable medium or a malformed window is quarantined; in = out + quarantin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -42,9 +46,11 @@ import torch
 
 from mmdata import atomic
 from mmdata.config import PipelineConfig, config_hash
+from mmdata.engine import make_engine
 from mmdata.errors import InputDataError, StageError
 from mmdata.features.cache import FeatureCache, entry_key, link_tree, read_shard, tensor_checksum
 from mmdata.features.encoders import Encoder, Modality, build_encoder, resolve_device
+from mmdata.features.jobs import ModalityWork, encode_on_pool, encoder_spec, ray_device, ray_pool
 from mmdata.features.loader import (
     ItemSource,
     MediaFiles,
@@ -89,9 +95,8 @@ class _Item:
     ref: str  # source_ref for quarantine
 
 
-def _encoders(config: PipelineConfig) -> dict[Modality, Encoder]:
+def _encoders(config: PipelineConfig, device: torch.device) -> dict[Modality, Encoder]:
     f = config.features
-    device = resolve_device(f.device)
     chosen: list[tuple[Modality, Any]] = [
         ("image", f.image),
         ("audio", f.audio),
@@ -146,6 +151,126 @@ class _Result:
     summary: dict[str, Any]
 
 
+@dataclass
+class _Plan:
+    """One modality's items, their entry keys and the cache misses to compute."""
+
+    items: list[_Item]
+    keys: list[str]
+    unique: list[str]
+    work: ModalityWork
+
+
+def _plan(enc: Encoder, items: list[_Item], make_source: Source, cache: FeatureCache) -> _Plan:
+    """Look up every distinct entry; the misses (first occurrences, in order) to compute."""
+    t0 = time.perf_counter()
+    keys = [entry_key(it.sha256, enc.key) for it in items]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    unique = list(first)
+    missing: list[str] = []
+    for lo in range(0, len(unique), _LOOKUP_CHUNK):
+        _, miss = cache.lookup(unique[lo : lo + _LOOKUP_CHUNK])
+        missing.extend(miss)
+    source = make_source([first[k] for k in missing]) if missing else None
+    work = ModalityWork(enc, cache, missing, source, seconds=time.perf_counter() - t0)
+    return _Plan(items, keys, unique, work)
+
+
+def _compute_local(ctx: StageContext, work: ModalityWork, workers: int) -> None:
+    """Decode the misses in loader workers and encode them batch by batch in this process."""
+    t0 = time.perf_counter()
+    enc, missing = work.enc, work.missing
+    if work.source is not None:
+        n_batches = -(-len(missing) // enc.batch_size)
+        n_workers = min(workers, n_batches) if n_batches > 1 else 0
+        with cpu_budget(enc.device, n_workers):
+            for batch in iterate_batches(
+                work.source,
+                enc.preprocessor,
+                batch_size=enc.batch_size,
+                workers=n_workers,
+                pin_memory=enc.device.type == "cuda",
+            ):
+                feats = enc.encode_batch(batch)
+                work.cache.put([missing[p] for p in feats], list(feats.values()))
+                work.computed += len(feats)
+                for pos, err_class, message in batch.errors:
+                    work.failed[missing[pos]] = (err_class, message)
+                work.done += len(batch.indices)
+                work.report(ctx)
+    work.seconds += time.perf_counter() - t0
+
+
+def _finish(ctx: StageContext, plan: _Plan, shard_base: Path) -> _Result:
+    """Write the cache's pending entries; index rows, quarantine rows and the summary."""
+    t0 = time.perf_counter()
+    work = plan.work
+    enc, cache, failed = work.enc, work.cache, work.failed
+    cache.flush()
+    rows: list[dict[str, Any]] = []
+    refs: dict[str, str] = {}
+    for it, k in zip(plan.items, plan.keys, strict=True):
+        if k in failed:
+            err_class, message = failed[k]
+            ctx.quarantine.record(
+                it.ref,
+                err_class,
+                message,
+                item_id=it.sha256,
+                locator=f"{enc.modality}:{it.role}",
+            )
+            continue
+        entry = cache.index[k]
+        if entry.shard not in refs:
+            shard = cache.root / entry.shard
+            try:
+                refs[entry.shard] = shard.relative_to(shard_base).as_posix()
+            except ValueError:
+                refs[entry.shard] = str(shard.resolve())
+        shard_ref = refs[entry.shard]
+        rows.append(
+            {
+                "sha256": it.sha256,
+                "modality": enc.modality,
+                "role": it.role,
+                "record_id": it.record_id,
+                "stream_id": it.stream_id,
+                "encoder": getattr(enc, "source", enc.id),
+                "encoder_id": enc.id,
+                "encoder_key": enc.key,
+                "entry_key": k,
+                "dtype": entry.dtype,
+                "shape": list(entry.shape),
+                "dim": _prod(entry.shape),
+                "shard": shard_ref,
+                "tensor": k,
+                "checksum": entry.checksum,
+            }
+        )
+    seconds = work.seconds + time.perf_counter() - t0
+    shapes = sorted({tuple(r["shape"]) for r in rows})
+    summary = {
+        "encoder": getattr(enc, "source", enc.id),
+        "encoder_id": enc.id,
+        "encoder_key": enc.key,
+        "revision": enc.revision,
+        "items": len(plan.items),
+        "unique": len(plan.unique),
+        "computed": work.computed,
+        "cache_hits": len(plan.unique) - len(work.missing),
+        "corrupt_recomputed": cache.stats.corrupt,
+        "quarantined": len(plan.items) - len(rows),
+        "device": str(enc.device),
+        "dtype": enc.dtype,
+        "shapes": [list(s) for s in shapes],
+        "seconds": round(seconds, 4),
+        "items_per_s": round(len(plan.items) / seconds, 1) if seconds > 0 else None,
+    }
+    return _Result(rows, summary)
+
+
 def _encode_modality(
     ctx: StageContext,
     enc: Encoder,
@@ -155,101 +280,33 @@ def _encode_modality(
     workers: int,
     shard_base: Path,
 ) -> _Result:
-    t0 = time.perf_counter()
-    enc_key = enc.key
-    keys = [entry_key(it.sha256, enc_key) for it in items]
-    first: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        first.setdefault(k, i)
-    unique = list(first)
-    failed: dict[str, tuple[str, str]] = {}
+    """The local engine: look up, compute the misses here, write the index rows."""
     with FeatureCache(cache_dir, enc.key) as cache:
-        missing: list[str] = []
-        for lo in range(0, len(unique), _LOOKUP_CHUNK):
-            _, miss = cache.lookup(unique[lo : lo + _LOOKUP_CHUNK])
-            missing.extend(miss)
-        computed = 0
-        if missing:
-            source = make_source([first[k] for k in missing])
-            n_batches = -(-len(missing) // enc.batch_size)
-            n_workers = min(workers, n_batches) if n_batches > 1 else 0
-            done = 0
-            with cpu_budget(enc.device, n_workers):
-                for batch in iterate_batches(
-                    source,
-                    enc.preprocessor,
-                    batch_size=enc.batch_size,
-                    workers=n_workers,
-                    pin_memory=enc.device.type == "cuda",
-                ):
-                    feats = enc.encode_batch(batch)
-                    cache.put([missing[p] for p in feats], list(feats.values()))
-                    computed += len(feats)
-                    for pos, err_class, message in batch.errors:
-                        failed[missing[pos]] = (err_class, message)
-                    done += len(batch.indices)
-                    ctx.report(f"features: {enc.modality} ({enc.id})", done, len(missing))
-        cache.flush()
-        rows: list[dict[str, Any]] = []
-        refs: dict[str, str] = {}
-        for it, k in zip(items, keys, strict=True):
-            if k in failed:
-                err_class, message = failed[k]
-                ctx.quarantine.record(
-                    it.ref,
-                    err_class,
-                    message,
-                    item_id=it.sha256,
-                    locator=f"{enc.modality}:{it.role}",
-                )
-                continue
-            entry = cache.index[k]
-            if entry.shard not in refs:
-                shard = cache.root / entry.shard
-                try:
-                    refs[entry.shard] = shard.relative_to(shard_base).as_posix()
-                except ValueError:
-                    refs[entry.shard] = str(shard.resolve())
-            shard_ref = refs[entry.shard]
-            rows.append(
-                {
-                    "sha256": it.sha256,
-                    "modality": enc.modality,
-                    "role": it.role,
-                    "record_id": it.record_id,
-                    "stream_id": it.stream_id,
-                    "encoder": getattr(enc, "source", enc.id),
-                    "encoder_id": enc.id,
-                    "encoder_key": enc.key,
-                    "entry_key": k,
-                    "dtype": entry.dtype,
-                    "shape": list(entry.shape),
-                    "dim": _prod(entry.shape),
-                    "shard": shard_ref,
-                    "tensor": k,
-                    "checksum": entry.checksum,
-                }
-            )
-        seconds = time.perf_counter() - t0
-        shapes = sorted({tuple(r["shape"]) for r in rows})
-        summary = {
-            "encoder": getattr(enc, "source", enc.id),
-            "encoder_id": enc.id,
-            "encoder_key": enc.key,
-            "revision": enc.revision,
-            "items": len(items),
-            "unique": len(unique),
-            "computed": computed,
-            "cache_hits": len(unique) - len(missing),
-            "corrupt_recomputed": cache.stats.corrupt,
-            "quarantined": len(items) - len(rows),
-            "device": str(enc.device),
-            "dtype": enc.dtype,
-            "shapes": [list(s) for s in shapes],
-            "seconds": round(seconds, 4),
-            "items_per_s": round(len(items) / seconds, 1) if seconds > 0 else None,
-        }
-    return _Result(rows, summary)
+        plan = _plan(enc, items, make_source, cache)
+        _compute_local(ctx, plan.work, workers)
+        return _finish(ctx, plan, shard_base)
+
+
+def _encode_on_ray(
+    ctx: StageContext,
+    config: PipelineConfig,
+    encoders: dict[Modality, Encoder],
+    inputs: dict[Modality, tuple[list[_Item], Source]],
+    cache_dir: Path,
+) -> list[_Result]:
+    """The Ray engine: look up every modality, compute all misses in one actor pool
+    (:mod:`mmdata.features.jobs`), then write the index rows as the local path does."""
+    engine = make_engine(config, ctx.run)  # Ray stays up for the next stage
+    with contextlib.ExitStack() as stack:
+        plans = []
+        for modality, enc in encoders.items():
+            cache = stack.enter_context(FeatureCache(cache_dir, enc.key))
+            plans.append(_plan(enc, *inputs[modality], cache))
+        if any(p.work.missing for p in plans):  # a warm run needs no actors
+            specs = [encoder_spec(e, getattr(config.features, m)) for m, e in encoders.items()]
+            pool = ray_pool(config, engine, plans[0].work.enc.device)
+            encode_on_pool(ctx, [p.work for p in plans], specs, pool)
+        return [_finish(ctx, p, ctx.out_dir) for p in plans]
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -297,7 +354,12 @@ def run_features(
             hint="run `mmdata build` first",
         )
     fcfg = config.features
-    encoders = _encoders(config)  # resolves the device and hashes model weights up front
+    # The device (the Ray cluster's when on Ray) shapes an HF encoder's key (its precision).
+    if config.engine == "ray":
+        device = ray_device(config, make_engine(config, run))
+    else:
+        device = resolve_device(fcfg.device)
+    encoders = _encoders(config, device)  # hashes model weights up front
     spec = StageSpec(
         name=STAGE,
         version="1",
@@ -318,20 +380,20 @@ def run_features(
                 link_tree(previous, cache_dir)
         else:
             cache_dir = Path(fcfg.cache_dir).expanduser().resolve()
-        rows: list[dict[str, Any]] = []
-        modalities: dict[str, Any] = {}
-        n_in = 0
-        for modality, enc in encoders.items():
-            if modality == "sensor":
-                items, make = _sensor_items(dataset)
-            else:
-                items, make = _media_items(dataset, modality)
-            n_in += len(items)
-            res = _encode_modality(
-                ctx, enc, items, make, cache_dir, fcfg.loader_workers, ctx.out_dir
-            )
-            rows.extend(res.rows)
-            modalities[modality] = res.summary
+        inputs = {
+            m: _sensor_items(dataset) if m == "sensor" else _media_items(dataset, m)
+            for m in encoders
+        }
+        if config.engine == "ray":
+            results = _encode_on_ray(ctx, config, encoders, inputs, cache_dir)
+        else:
+            results = [
+                _encode_modality(ctx, enc, *inputs[m], cache_dir, fcfg.loader_workers, ctx.out_dir)
+                for m, enc in encoders.items()
+            ]
+        rows = [row for res in results for row in res.rows]
+        modalities = dict(zip(encoders, (res.summary for res in results), strict=True))
+        n_in = sum(len(items) for items, _ in inputs.values())
         table = pa.table({n: [r[n] for r in rows] for n in INDEX_SCHEMA.names}, schema=INDEX_SCHEMA)
         atomic.write_parquet(ctx.out_dir / "index.parquet", table)
         warm = all(s["computed"] == 0 for s in modalities.values())
