@@ -212,25 +212,24 @@ def test_a_hugging_face_model_in_the_actors_gives_the_same_cache(
     assert hashes["ray"] == hashes["local"]
 
 
-def test_a_chunk_the_encoder_raises_on_is_quarantined_with_the_reason(
+def test_a_batch_the_encoder_raises_on_is_quarantined_alike_on_both_engines(
     engine: RayEngine, tmp_path: Path
 ) -> None:
     vit = save_vit(tmp_path / "vit")  # a processor giving 48 px to a model of 32 px
     ViTImageProcessor(size={"height": 48, "width": 48}).save_pretrained(vit)
-    root = _dataset(tmp_path / "run")
-    out = _features(
-        root,
-        "ray",
-        image={"encoder": str(vit), "batch_size": 2},
-        audio=None,
-        sensor=None,
-        loader_workers=1,  # one actor: each job fails on its first batch
-    )
-    assert (out.counts.in_, out.counts.out, out.counts.quarantined) == (6, 0, 6)
-    rows = read_quarantine(root / "quarantine" / "features.parquet")
-    assert {r.error_class for r in rows} == {"ValueError"}
-    assert all(r.message.startswith("encoding this chunk failed: ") for r in rows)
-    assert all("doesn't match model" in r.message for r in rows)
+    tables = {}
+    for name in ("local", "ray"):
+        root = _dataset(tmp_path / name)
+        out = _features(root, name, image={"encoder": str(vit), "batch_size": 2},
+                        audio=None, sensor=None, loader_workers=1)  # fmt: skip
+        assert (out.counts.in_, out.counts.out, out.counts.quarantined) == (6, 0, 6)
+        tables[name] = (root / "quarantine" / "features.parquet").read_bytes()
+        rows = read_quarantine(root / "quarantine" / "features.parquet")
+        failed = [r for r in rows if r.error_class == "ValueError"]
+        assert len(failed) == 5  # the sixth image does not decode at all
+        assert all(r.message.startswith("the encoder failed on this item's batch: ValueError")
+                   and "doesn't match model" in r.message for r in failed)  # fmt: skip
+    assert tables["ray"] == tables["local"]
 
 
 def test_an_encoder_that_cannot_load_on_the_workers_fails_the_stage(

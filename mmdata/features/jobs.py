@@ -37,10 +37,10 @@ import torch
 from mmdata import atomic
 from mmdata.config import EncoderConfig, PipelineConfig
 from mmdata.engine import Engine, JobFailure, JobResult, Resources
-from mmdata.errors import DependencyError, StageError
+from mmdata.errors import DependencyError, InputDataError, MmdataError, StageError
 from mmdata.features.cache import FeatureCache, read_shard
 from mmdata.features.encoders import Encoder, HFEncoder, build_encoder, resolve_device
-from mmdata.features.loader import ItemSource, MediaFiles, SensorRows, iterate_batches
+from mmdata.features.loader import Batch, ItemSource, MediaFiles, SensorRows, iterate_batches
 
 if TYPE_CHECKING:
     from mmdata.runner import StageContext
@@ -174,6 +174,28 @@ def process_encoder(spec: dict[str, Any]) -> Encoder:
     return enc
 
 
+def encode_batch(enc: Encoder, batch: Batch) -> tuple[dict[int, torch.Tensor],
+                                                    list[tuple[int, str, str]]]:  # fmt: skip
+    """Encode one batch: ``(features by item position, failed items)``, on either engine.
+
+    A batch the encoder raises on is deterministic bad input for this encoder (a medium
+    whose shape the model rejects...): its items are quarantined with the reason, the same
+    on every engine, and the run goes on. Setup errors (a missing model, a misconfigured
+    device) and running out of memory fail the stage instead.
+    """
+    try:
+        return enc.encode_batch(batch), list(batch.errors)
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as err:
+        if isinstance(err, MmdataError) and not isinstance(err, InputDataError):
+            raise
+        why = f"the encoder failed on this item's batch: {type(err).__name__}: {err}"
+        failed = [(pos, type(err).__name__, why) for positions, _ in batch.groups
+                  for pos in positions]  # fmt: skip
+        return {}, sorted(list(batch.errors) + failed)
+
+
 def features_job(job: str) -> str:
     """Encode one chunk of cache misses (a worker's job; JSON in, JSON out).
 
@@ -201,12 +223,11 @@ def features_job(job: str) -> str:
         workers=0,
         pin_memory=enc.device.type == "cuda",
     ):
-        feats = enc.encode_batch(batch)
+        feats, errors = encode_batch(enc, batch)
         for pos, t in feats.items():
             tensors[str(pos)] = t.contiguous().clone()  # rows of one output: own storage
-        batches.append(
-            {"n": len(batch.indices), "put": list(feats), "errors": [list(e) for e in batch.errors]}
-        )
+        batches.append({"n": len(batch.indices), "put": list(feats),
+                        "errors": [list(e) for e in errors]})  # fmt: skip
     out = None
     if tensors:
         from safetensors.torch import save

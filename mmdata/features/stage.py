@@ -50,7 +50,14 @@ from mmdata.engine import make_engine
 from mmdata.errors import InputDataError, StageError
 from mmdata.features.cache import FeatureCache, entry_key, link_tree, read_shard, tensor_checksum
 from mmdata.features.encoders import Encoder, Modality, build_encoder, resolve_device
-from mmdata.features.jobs import ModalityWork, encode_on_pool, encoder_spec, ray_device, ray_pool
+from mmdata.features.jobs import (
+    ModalityWork,
+    encode_batch,
+    encode_on_pool,
+    encoder_spec,
+    ray_device,
+    ray_pool,
+)
 from mmdata.features.loader import (
     ItemSource,
     MediaFiles,
@@ -193,10 +200,10 @@ def _compute_local(ctx: StageContext, work: ModalityWork, workers: int) -> None:
                 workers=n_workers,
                 pin_memory=enc.device.type == "cuda",
             ):
-                feats = enc.encode_batch(batch)
+                feats, errors = encode_batch(enc, batch)
                 work.cache.put([missing[p] for p in feats], list(feats.values()))
                 work.computed += len(feats)
-                for pos, err_class, message in batch.errors:
+                for pos, err_class, message in errors:
                     work.failed[missing[pos]] = (err_class, message)
                 work.done += len(batch.indices)
                 work.report(ctx)
