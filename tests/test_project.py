@@ -85,3 +85,20 @@ def test_the_japanese_quickstart_has_the_two_commands_and_every_stage_verb():
     for needle in ("make demo", "make test", "mmdata scrub", "mmdata build", "mmdata train",
                    "mmdata report"):  # fmt: skip
         assert needle in text
+
+
+def test_the_readme_ray_config_is_valid() -> None:
+    import re
+
+    import yaml
+
+    from mmdata.config import PipelineConfig
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Running on Ray.*?```yaml\n(engine: ray.*?)```", text, re.S)
+    assert block is not None
+    doc = yaml.safe_load(block.group(1))
+    doc["assets"] = {"press-1": {"sources": [{"connector": "notes", "path": "s3://b/n/"}]}}
+    cfg = PipelineConfig.model_validate(doc)
+    assert (cfg.engine, cfg.ray.address) == ("ray", "auto")
+    assert cfg.run_dir.startswith("s3://") and cfg.scrub.key_file is not None
