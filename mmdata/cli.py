@@ -163,6 +163,7 @@ def ingest(
         str | None, typer.Option(help="Run directory or s3:// URL (default: the config's run_dir).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    engine: EngineOpt = None,
     force: Annotated[bool, typer.Option(help="Re-run even when unchanged.")] = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -178,6 +179,7 @@ def ingest(
     cfg = validate_pipeline(config).resolved(config.resolve().parent)
     if workers is not None:
         cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"workers": workers})})
+    cfg = cfg.model_copy(update=_engine_update(engine))
     target = run_dir if run_dir is not None else cfg.run_dir
     with open_run(target, cfg.run_storage) as run, progress_bar(quiet or as_json) as progress:
         outcome = run_ingest(run, cfg, progress=progress, force=force)
@@ -277,6 +279,16 @@ RunDirOpt = Annotated[
     typer.Option("--run-dir", help="Run directory or s3:// URL (default: the config's run_dir)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run even when unchanged.")]
+EngineOpt = Annotated[
+    str | None, typer.Option("--engine", help="local | ray (default: the config's engine).")
+]
+
+
+def _engine_update(engine: str | None) -> dict[str, Any]:
+    """The config change ``--engine`` asks for (none without it)."""
+    if engine is not None and engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine!r} is not one of local, ray")
+    return {"engine": engine} if engine else {}
 
 
 def _register_stage_verb(stage: str, doc: str, example: str) -> None:
@@ -285,17 +297,12 @@ def _register_stage_verb(stage: str, doc: str, example: str) -> None:
     def verb(
         config: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
         run_dir: RunDirOpt = None,
-        engine: Annotated[
-            str | None, typer.Option(help="local | ray (default: the config's engine).")
-        ] = None,
+        engine: EngineOpt = None,
         force: ForceOpt = False,
         quiet: Quiet = False,
         as_json: AsJson = False,
     ) -> None:
-        if engine is not None and engine not in ("local", "ray"):
-            raise UsageError(f"--engine {engine!r} is not one of local, ray")
-        _stage_verb(stage, config, run_dir, force, quiet, as_json,
-                    {"engine": engine} if engine else None)  # fmt: skip
+        _stage_verb(stage, config, run_dir, force, quiet, as_json, _engine_update(engine))
 
     verb.__doc__ = doc
     app.command(stage, epilog=f"Example: {example}")(verb)
@@ -334,15 +341,17 @@ def features(
     device: Annotated[
         str | None, typer.Option(help="auto | cpu | cuda (default: features.device).")
     ] = None,
+    engine: EngineOpt = None,
     force: ForceOpt = False,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
     """Encode the dataset's media and sensor windows into the content-addressed feature cache
-    → RUN/features/ (a warm re-run computes nothing)."""
+    → RUN/features/ (a warm re-run computes nothing; on Ray: a pool of encoder actors)."""
     if device is not None and device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device {device!r} is not one of auto, cpu, cuda")
-    update = {"features.device": device} if device else None
+    update: dict[str, Any] = {"features.device": device} if device else {}
+    update.update(_engine_update(engine))
     _stage_verb("features", config, run_dir, force, quiet, as_json, update)
 
 
@@ -570,6 +579,9 @@ def bench(
     ] = None,
     scale: Annotated[float, typer.Option(help="Multiply each workload's data size.")] = 1.0,
     repeat: Annotated[int, typer.Option(help="Runs per side; the best counts.")] = 1,
+    engine: Annotated[
+        str, typer.Option(help="local | ray (align adds a local Ray cluster's figure).")
+    ] = "local",
     list_: Annotated[bool, typer.Option("--list", help="List workloads and exit.")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -580,7 +592,8 @@ def bench(
         for w in WORKLOADS.values():
             out_console.print(f"{w.name:<12} {w.description}")
         return
-    options = _validated(BenchOptions, "bench options", {"scale": scale, "repeat": repeat})
+    options = _validated(BenchOptions, "bench options",
+                         {"scale": scale, "repeat": repeat, "engine": engine})  # fmt: skip
     if not as_json:
         err_console.print("[dim]running workloads…[/dim]")
     results = run_workloads(list(workloads or []), options)

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,11 @@ class BenchOptions(BaseModel):
     scale: float = Field(1.0, gt=0, le=100, description="Multiplies each workload's data size.")
     repeat: int = Field(1, ge=1, le=20, description="Runs per side; the best one counts.")
     workdir: Path | None = Field(None, description="Scratch folder (default: a temp dir).")
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="ray: workloads that run on an engine (align) also measure it on a local "
+        "Ray cluster, reported next to the local engine's figure from the same run.",
+    )
 
 
 class BenchResult(BaseModel):
@@ -56,26 +61,26 @@ class BenchResult(BaseModel):
         return {**self.model_dump(mode="json"), "ratio": self.ratio}
 
 
+#: A workload function: its result, or several (e.g. the local and the Ray engine's figures).
+WorkloadFn = Callable[[BenchOptions, Path], "BenchResult | list[BenchResult]"]
+
+
 @dataclass(frozen=True)
 class Workload:
     """A registered benchmark."""
 
     name: str
     description: str
-    run: Callable[[BenchOptions, Path], BenchResult] = field(repr=False)
+    run: WorkloadFn = field(repr=False)
 
 
 WORKLOADS: dict[str, Workload] = {}
 
 
-def workload(
-    name: str, description: str
-) -> Callable[[Callable[[BenchOptions, Path], BenchResult]], Callable[..., BenchResult]]:
-    """Register a workload function ``fn(options, scratch_dir) -> BenchResult``."""
+def workload(name: str, description: str) -> Callable[[WorkloadFn], WorkloadFn]:
+    """Register a workload function ``fn(options, scratch_dir) -> BenchResult`` (or a list)."""
 
-    def register(
-        fn: Callable[[BenchOptions, Path], BenchResult],
-    ) -> Callable[[BenchOptions, Path], BenchResult]:
+    def register(fn: WorkloadFn) -> WorkloadFn:
         WORKLOADS[name] = Workload(name, description, fn)
         return fn
 
@@ -119,15 +124,16 @@ def run_workloads(names: list[str], options: BenchOptions) -> list[BenchResult]:
             hint=f"choose from: {', '.join(WORKLOADS)}",
         )
     selected = [w for w in WORKLOADS.values() if not names or w.name in names]
-    results = []
+    results: list[BenchResult] = []
     for w in selected:
         if options.workdir is not None:
             scratch = options.workdir / w.name
             scratch.mkdir(parents=True, exist_ok=True)
-            results.append(w.run(options, scratch))
+            got = w.run(options, scratch)
         else:
             with tempfile.TemporaryDirectory(prefix=f"mmdata-bench-{w.name}-") as tmp:
-                results.append(w.run(options, Path(tmp)))
+                got = w.run(options, Path(tmp))
+        results.extend(got if isinstance(got, list) else [got])
     return results
 
 

@@ -8,12 +8,22 @@
 * ``align-memory``: peak RSS of aligning one asset of 10 and of 60 minutes, each in a fresh
   process — target: ≤ 1.2x growth (ratio ≥ 0.83).
 
+With ``--engine ray``, ``align`` also aligns the same input on a local Ray cluster started
+for it (as many CPUs as the local engine's processes, no dashboard, a small object store,
+its files in the scratch folder) and reports a second line, ``align (ray)``: Ray's samples
+per second against the local engine's from the same run. Starting the cluster and warming
+its workers are timed apart from the steady-state alignment (Ray's workers outlive a stage;
+the local engine spawns its processes for every stage run, and its figure includes that —
+``seconds_local_pool_start`` times it apart). The records must be byte-identical to the
+local engine's.
+
 Sizes: 3 assets × 20 minutes at scale 1 (5 kHz 3-axis vibration, 16 kHz audio, 2 fps).
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import math
 import shutil
@@ -29,6 +39,7 @@ import pyarrow.parquet as pq
 
 from mmdata.bench import BenchOptions, BenchResult, workload
 from mmdata.config import PipelineConfig
+from mmdata.engine import Engine
 
 _S = 1_000_000_000
 _PREPARED: dict[tuple[int, float], Path] = {}
@@ -140,8 +151,8 @@ def _sizes(options: BenchOptions) -> tuple[int, float]:
 
 
 @workload("align", "records from synced streams vs a pandas merge_asof + groupby aligner")
-def bench_align(options: BenchOptions, scratch: Path) -> BenchResult:
-    """Sensor samples aligned per second, mmdata vs pandas."""
+def bench_align(options: BenchOptions, scratch: Path) -> BenchResult | list[BenchResult]:
+    """Sensor samples aligned per second, mmdata vs pandas (and Ray vs local with ray)."""
     assets, minutes = _sizes(options)
     cfg, run_dir = _prepared(scratch, assets, minutes)
     best, samples, nbytes = _best_align(cfg, run_dir, options.repeat)
@@ -150,13 +161,92 @@ def bench_align(options: BenchOptions, scratch: Path) -> BenchResult:
         t0 = time.perf_counter()
         _pandas_align(cfg, run_dir, scratch / "pandas")
         base = min(base, time.perf_counter() - t0)
-    return BenchResult(
+    local = BenchResult(
         workload="align", metric="sensor samples aligned per second", unit="samples/s",
         mmdata=samples / best, baseline=samples / base,
         baseline_name="pandas: clock model, explode audio, merge_asof frames, groupby lists",
         details={"assets": assets, "minutes": minutes, "seconds_mmdata": best,
                  "seconds_baseline": base, "sensor_samples": samples,
                  "records_mb": round(nbytes / 1e6, 1)},
+    )  # fmt: skip
+    if options.engine != "ray":
+        return local
+    return [local, _ray_result(cfg, run_dir, scratch, options.repeat, (best, samples))]
+
+
+def _warm_up_jobs(cfg: PipelineConfig, run_dir: Path, scratch: Path, n: int) -> list[str]:
+    """``n`` alignment jobs of an asset without streams: each loads the aligner, writes nothing.
+
+    (A warm-up function of this module would load the whole bench package: torch, spaCy...)
+    """
+    job = {"align": cfg.align.model_dump(mode="json"), "clocks": {}, "shaping": "",
+           "ingest_dir": str(run_dir / "ingest"), "out_dir": str(scratch / "warm-up"),
+           "asset_id": "(warm-up)"}  # fmt: skip
+    return [json.dumps(job)] * n
+
+
+def _warm_up(engine: Engine, jobs: list[str]) -> float:
+    """Seconds to run the warm-up jobs, one per worker."""
+    from mmdata.align import align_job
+    from mmdata.engine import JobFailure
+
+    t0 = time.perf_counter()
+    done = engine.map(align_job, jobs, name="warm-up", workers=len(jobs))
+    failed = [res for _, res in done if isinstance(res, JobFailure)]
+    if failed:
+        raise RuntimeError(f"warming up the workers failed: {failed[0]}")
+    return time.perf_counter() - t0
+
+
+def _records_digest(run_dir: Path) -> str:
+    """sha256 over every records file's name and bytes."""
+    h = hashlib.sha256()
+    for f in sorted((run_dir / "records").rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(run_dir).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _ray_result(cfg: PipelineConfig, run_dir: Path, scratch: Path, repeat: int,
+                local: tuple[float, int]) -> BenchResult:  # fmt: skip
+    """The same alignment on a local Ray cluster, against the local engine's best time."""
+    import ray
+
+    from mmdata.engine.local import LocalEngine
+    from mmdata.engine.ray import RayEngine
+
+    local_s, samples = local
+    expected = _records_digest(run_dir)
+    cpus = cfg.align.workers  # as many CPUs as the local engine has processes
+    jobs = _warm_up_jobs(cfg, run_dir, scratch, cpus)
+    pool_s = _warm_up(LocalEngine(), jobs)  # what every local stage run pays: spawn + import
+    reused = ray.is_initialized()  # e.g. a test's cluster: used as it is, left running
+    engine = RayEngine("local", temp_root=scratch / "ray", num_cpus=cpus, object_store_mb=128)
+    try:
+        t0 = time.perf_counter()
+        engine.connect()
+        start_s = time.perf_counter() - t0
+        warm_s = _warm_up(engine, jobs)
+        ray_cpus = int(ray.cluster_resources().get("CPU", 0))
+        ray_cfg = cfg.model_copy(update={"engine": "ray", "ray": cfg.ray.model_copy(
+            update={"address": "local", "num_cpus": cpus})})  # fmt: skip
+        ray_s, ray_samples, _ = _best_align(ray_cfg, run_dir, repeat)
+    finally:
+        engine.close()
+    if ray_samples != samples or _records_digest(run_dir) != expected:
+        raise RuntimeError("the Ray engine's records differ from the local engine's")
+    return BenchResult(
+        workload="align (ray)", unit="samples/s",
+        metric=f"sensor samples aligned per second on Ray (steady state: cluster start "
+        f"{start_s:.1f} s and worker warm-up {warm_s:.1f} s not included)",
+        mmdata=samples / ray_s, baseline=samples / local_s,
+        baseline_name=f"the local engine, same run ({cpus} processes, spawned for each run)",
+        details={"seconds_ray": ray_s, "seconds_local": local_s,
+                 "seconds_ray_cluster_start": start_s, "seconds_ray_worker_warmup": warm_s,
+                 "seconds_local_pool_start": pool_s,
+                 "ray_cpus": ray_cpus, "cluster": "reused" if reused else "started",
+                 "ray_vs_local": local_s / ray_s, "records_identical": True,
+                 "sensor_samples": samples},
     )  # fmt: skip
 
 
