@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from mmdata.align import AssetResult, run_align, run_assets
+from mmdata.build.stage import run_build
 from mmdata.config import AlignConfig, PipelineConfig, RayConfig, RunStorageConfig
 from mmdata.demo import factory_pipeline
 from mmdata.engine import JobFailure, in_order
 from mmdata.engine.ray import RayEngine
 from mmdata.errors import InputDataError
+from mmdata.features.stage import run_features
 from mmdata.ingest import run_ingest
 from mmdata.rundir import RunDir
 from mmdata.rundir_remote import open_run
@@ -77,29 +79,33 @@ def _pipeline(root: Path, factory: Path, engine: str) -> PipelineConfig:
     return cfg.model_copy(update={"scrub": scrub, "align": align, "engine": engine})
 
 
-def _hashes(run_dir: Path) -> dict[str, str]:
+STAGES = ("records", "scrubbed", "audit")
+
+
+def _hashes(run_dir: Path, stages: tuple[str, ...] = STAGES) -> dict[str, str]:
     return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for stage in ("records", "scrubbed", "audit")
-            for p in sorted((run_dir / stage).rglob("*")) if p.is_file()}  # fmt: skip
+            for stage in stages for p in sorted((run_dir / stage).rglob("*"))
+            if p.is_file() and p.name != "summary.json"}  # fmt: skip (timings in summary)
 
 
-def test_ray_engine_gives_byte_identical_records_scrubbed_records_and_audit(
+def test_ray_engine_gives_byte_identical_records_scrubbed_records_audit_and_features(
     engine: RayEngine, tmp_path: Path
 ) -> None:
     factory = tmp_path / "factory"
     generate_factory(SynthConfig(assets=2, minutes=0.5, seed=3, workers=1), factory)
     hashes, counts = {}, {}
+    stages = ("ingest", "records", "scrubbed", "audit", "dataset", "features", "quarantine")
     for name in ("local", "ray"):
         cfg = _pipeline(tmp_path, factory, name)
         with RunDir.open(cfg.run_dir) as run:
-            run_ingest(run, cfg)
-            run_sync(run, cfg)
-            counts[name] = (run_align(run, cfg).counts, run_scrub(run, cfg).counts)
-        hashes[name] = _hashes(Path(cfg.run_dir))
+            counts[name] = [stage(run, cfg).counts for stage in (
+                run_ingest, run_sync, run_align, run_scrub, run_build, run_features)]  # fmt: skip
+        hashes[name] = _hashes(Path(cfg.run_dir), stages)
     assert counts["ray"] == counts["local"]
-    assert counts["local"][1].out > 0
-    assert any(k.startswith("scrubbed/asset_id=") for k in hashes["local"])
-    assert "audit/findings.parquet" in hashes["local"]
+    assert counts["local"][3].out > 0 and counts["local"][5].out > 0
+    for must in ("scrubbed/asset_id=", "audit/findings.parquet", "features/cache/",
+                 "features/index.parquet", "ingest/streams/"):  # fmt: skip
+        assert any(k.startswith(must) for k in hashes["local"]), must
     assert hashes["ray"] == hashes["local"]
 
 
