@@ -83,9 +83,10 @@ STAGES = ("records", "scrubbed", "audit")
 
 
 def _hashes(run_dir: Path, stages: tuple[str, ...] = STAGES) -> dict[str, str]:
+    # features/summary.json holds timings: everything else must match byte for byte
     return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
             for stage in stages for p in sorted((run_dir / stage).rglob("*"))
-            if p.is_file() and p.name != "summary.json"}  # fmt: skip (timings in summary)
+            if p.is_file() and p.name != "summary.json"}  # fmt: skip
 
 
 def test_ray_engine_gives_byte_identical_records_scrubbed_records_audit_and_features(

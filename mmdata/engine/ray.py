@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -122,6 +123,7 @@ class RayEngine:
         self.object_store_mb = object_store_mb
         self._started = False
         self._remote: Any = None
+        self._scratch: Path | None = None
 
     def connect(self) -> Any:
         """Initialise Ray (once per process); return the ``ray`` module."""
@@ -141,6 +143,9 @@ class RayEngine:
                     temp = ray_temp_dir(self.temp_root)
                     temp.mkdir(parents=True, exist_ok=True)
                     opts["_temp_dir"] = str(temp)
+                    if temp.parent == Path(tempfile.gettempdir()) and temp.name.startswith(
+                            "mmray-"):  # fmt: skip
+                        self._scratch = temp  # the short stand-in for a long path: removed on close
             else:
                 opts["address"] = self.address
             ray.init(**opts)
@@ -241,6 +246,9 @@ class RayEngine:
 
             ray.shutdown()
             self._started = False
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
         self._remote = None
 
     def __enter__(self) -> RayEngine:
