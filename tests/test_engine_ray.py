@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,18 @@ def test_an_s3_run_dir_on_ray_stages_files_through_the_storage_with_identical_re
     # The workers read their inputs from their own mirror of the run, not the driver's.
     node = driver_mirror.with_name(driver_mirror.name + ".node")
     assert any((node / "records").rglob("*.parquet")) and any((node / "ingest").rglob("*"))
+
+
+def test_a_cluster_started_for_a_long_run_path_leaves_no_temp_dir_behind(tmp_path: Path) -> None:
+    # Ray's socket paths must be short: a long run path gets a /tmp/mmray-* stand-in, which
+    # goes when the process that started the cluster exits (stages never close the engine).
+    long_root = tmp_path / ("x" * 60) / ".work" / "ray"
+    code = ("import sys; from pathlib import Path; from mmdata.engine.ray import RayEngine, "
+            "ray_temp_dir; e = RayEngine('local', temp_root=Path(sys.argv[1]), num_cpus=1, "
+            "object_store_mb=80); e.connect(); print(ray_temp_dir(Path(sys.argv[1])))")  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", code, str(long_root)], capture_output=True,
+                          text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    temp = Path(done.stdout.strip().splitlines()[-1])
+    assert temp.name.startswith("mmray-") and not temp.exists()

@@ -24,6 +24,7 @@ cluster inherits this process's environment when it starts).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
@@ -150,6 +151,7 @@ class RayEngine:
                 opts["address"] = self.address
             ray.init(**opts)
             self._started = True
+            atexit.register(self.close)  # stages leave Ray up for the next one
         if self._remote is None:
             self._remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_job)
         return ray
