@@ -15,8 +15,9 @@ A killed run therefore leaves the remote consistent at its last completed stage,
 machine resumes it: stages complete in the remote manifest are pulled and skipped.
 
 * The lock is an object, ``RUN/.lock`` (host, pid, start time). It is advisory — two hosts
-  racing within the same second could both take it — and a dead process's lock stays until
-  someone deletes it; the error says which object to delete.
+  racing within the same round trip could both take it. A lock whose holder was a process
+  on this host that has exited (a killed run) is taken over; another host's stays until
+  someone deletes it, and the error says which object to delete.
 * Credentials come from the environment (``AWS_ACCESS_KEY_ID``... or an instance role),
   never from the config; ``run_storage.options`` holds the rest (``client_kwargs:
   {endpoint_url: ...}`` for an S3-compatible server).
@@ -85,6 +86,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _holder_is_gone(owner: str) -> bool:
+    """True when a lock's holder (``host:pid:ns``) was a process on this host that has exited.
+
+    >>> _holder_is_gone(f"{socket.gethostname()}:{os.getpid()}:0")
+    False
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's process: only its owner knows
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _is_local_only(rel: str) -> bool:
     return rel.split("/", 1)[0] in _LOCAL_ONLY
 
@@ -115,8 +135,9 @@ class RunMirror:
         """Take the run's lock object, or raise :class:`RunDirError` naming its holder."""
         path = self.remote_path(LOCK_NAME)
         try:
-            if self.fs.exists(path):
-                held = json.loads(self.fs.cat_file(path))
+            self.fs.invalidate_cache()
+            held = json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else None
+            if held is not None and not _holder_is_gone(str(held.get("owner", ""))):
                 raise RunDirError(
                     f"run directory {self.url!r} is in use by {held.get('owner', '?')!r}",
                     hint=f"wait for it to finish; if that process is gone, delete "

@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,25 @@ def test_a_second_process_is_kept_out_by_the_lock_object(
         assert holder in str(err.value) and f"{url}/.lock" in (err.value.hint or "")
     with open_run(url, RunStorageConfig(options=options, cache_dir=str(tmp_path / "b"))) as run:
         assert run.manifest.stages == {}
+
+
+def test_the_lock_of_a_killed_run_on_this_host_is_taken_over(
+    s3_bucket: tuple[Any, str, dict[str, Any]], tmp_path: Path
+) -> None:
+    fs, bucket, options = s3_bucket
+    url, lock = f"s3://{bucket}/run", f"{bucket}/run/.lock"
+    storage = RunStorageConfig(options=options, cache_dir=str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fs.pipe_file(lock, json.dumps({"owner": f"{socket.gethostname()}:{dead.pid}:1"}).encode())
+    with open_run(url, storage):
+        fs.invalidate_cache()
+        host, pid, _ = json.loads(fs.cat_file(lock))["owner"].split(":")
+        assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    # Another host's lock: only its owner knows whether it still runs.
+    fs.pipe_file(lock, json.dumps({"owner": "other-host:1:1"}).encode())
+    with pytest.raises(RunDirError, match="other-host"), open_run(url, storage):
+        pass
 
 
 def _half_done(ctx: StageContext) -> StageCounts:
