@@ -151,6 +151,28 @@ def test_logmel_batches_clips_of_different_lengths_exactly_like_one_at_a_time():
         torch.testing.assert_close(b, s, rtol=1e-5, atol=1e-5)
 
 
+def test_builtin_encoders_give_the_same_bits_at_any_torch_thread_count():
+    # A Ray actor runs one thread, a local run as many as the machine has: the cache must
+    # not depend on it (the resampler's and the STFT's reductions split by thread count).
+    clips = [wav(tone(440 + 90 * i, rate=22050, seconds=1.5, seed=i), 22050) for i in range(4)]
+    sensors = [SensorWindow(vibration(bearing=i % 2 == 1)[None, :], 5000.0) for i in range(3)]
+    images = [part_image(scratch=i % 2 == 1, noise_seed=i) for i in range(3)]
+    cases = [("logmel", "audio", clips), ("spectral", "sensor", sensors),
+             ("thumbnail", "image", images)]  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        for name, modality, items in cases:
+            got = []
+            for threads in (1, 4, 8):
+                torch.set_num_threads(threads)
+                got.append(enc(name, modality).encode_items(items, batch_size=4))
+            for other in got[1:]:
+                for a, b in zip(got[0], other, strict=True):
+                    assert torch.equal(a, b), name
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_builtin_preprocessing_options_change_the_key():
     assert enc("logmel", "audio").key != enc("logmel", "audio", options={"n_mels": 32}).key
     with pytest.raises(ConfigError, match="n_melz"):
