@@ -209,6 +209,12 @@ class SyncConfig(_Strict):
         default_factory=lambda: list(_DEFAULT_EVIDENCE),
         description="Evidence sources, in order of preference.",
     )
+    choose: Literal["tightest", "first"] = Field(
+        "tightest",
+        description="Which evidence's model a device gets: 'tightest' — the one with the "
+        "smallest error bound over the device's span (ties and unbounded models: the order of "
+        "evidence); 'first' — the first in the order of evidence that gives one.",
+    )
     tolerance_ms: int = Field(5, gt=0, description="Windows with a larger error bound are flagged.")
     device_tolerance_ms: dict[str, int] = Field(
         default_factory=dict,

@@ -232,6 +232,21 @@ def _rounded(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
+def _choose(ctx: Context, cands: Candidates, span: tuple[int, int] | None) -> str | None:
+    """The evidence whose model a device gets (``sync.choose``; the reference is itself)."""
+    order = [k for k in ["reference", *ctx.sync.evidence] if k in cands]
+    if not order or order[0] == "reference" or ctx.sync.choose == "first" or span is None:
+        return order[0] if order else None
+
+    def bound(k: str) -> float:
+        est = cands[k][0]
+        if k == "config" or not math.isfinite(est.sd_at(span[0])):
+            return math.inf
+        return float(est.bound_ns(*span))
+
+    return min(order, key=lambda k: (bound(k), order.index(k)))
+
+
 def device_entry(
     ctx: Context,
     dev: str,
@@ -239,11 +254,11 @@ def device_entry(
     ntp_rel: dict[str, ClockEstimate],
     const: dict[str, ClockEstimate],
 ) -> dict[str, Any]:
-    """The clock_models.json entry of one device (see :mod:`mmdata.sync.stage`): the first
-    candidate model in ``sync.evidence`` order, its bound and flags, and the others."""
+    """The clock_models.json entry of one device (see :mod:`mmdata.sync.stage`): the model
+    :func:`_choose` picks among the candidates, its bound and flags, and the others."""
     span = ctx.span(dev)
     cands = _candidates(ctx, dev, fits, ntp_rel, const)
-    chosen = next((k for k in ["reference", *ctx.sync.evidence] if k in cands), None)
+    chosen = _choose(ctx, cands, span)
     reasons: list[str] = []
     entry: dict[str, Any] = {"evidence": chosen or "none", "clock_uncertain": False,
                              "exceeds_tolerance": False}  # fmt: skip

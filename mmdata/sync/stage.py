@@ -20,6 +20,12 @@ Evidence, in the order of ``sync.evidence`` (default events, ntp_log, config):
   reference is ``sync.plant_clock``).
 * ``config``: ``sync.constants`` (anchored at the device's first timestamp).
 
+Each device gets the model with the smallest error bound over its span (``sync.choose:
+tightest``, the default: a 2 fps camera's flashes place it within a frame, its NTP log
+within a millisecond or two); ties, and models without a bound (constants), go by the
+order of ``sync.evidence``. ``choose: first`` takes the first evidence in that order that
+gives a model. The others are listed under ``alternatives`` with their bounds.
+
 The document: ``schema_version``, ``formula``, ``reference``, ``plant_clock``,
 ``event_anchor`` (whose events the others were matched to), ``evidence_order``,
 ``tolerance_ms``, ``streams`` (per scanned stream: samples or frames, onsets, events),
