@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from mmdata import atomic
 from mmdata.assemble import RecordBuilder
 from mmdata.config import AlignConfig, PipelineConfig, config_hash
-from mmdata.engine import Engine, JobFailure, make_engine
+from mmdata.engine import Engine, JobFailure, in_order, make_engine
 from mmdata.engine.local import LocalEngine
 from mmdata.records import RECORD_SCHEMA_VERSION, RecordWriter
 from mmdata.rundir import RunDir, StageCounts
@@ -295,12 +295,14 @@ def run_assets(jobs: list[dict[str, Any]], workers: int,
     engine = engine or LocalEngine()
     texts = [json.dumps(j) for j in jobs]
     done = engine.map(align_job, texts, name="align", workers=workers)
-    got: dict[int, AssetResult] = {}
-    for k, res in done:
-        got[k] = _failed_partition(jobs[k], res.check(f"align job {k}")) if isinstance(
-            res, JobFailure) else _result_of(res)  # fmt: skip
-        on_done(got[k])
-    return [got[k] for k in range(len(jobs))]  # in job order: the same on any engine
+
+    def result(k: int, res: str | JobFailure) -> AssetResult:
+        if isinstance(res, JobFailure):
+            return _failed_partition(jobs[k], res.check(f"align job {k}"))
+        return _result_of(res)
+
+    return in_order(((k, result(k, res)) for k, res in done), len(jobs),
+                    lambda _k, res, _n: on_done(res))  # fmt: skip
 
 
 def align_job(job: str) -> str:

@@ -28,7 +28,7 @@ import connectors
 from connectors.base import Connector, SourceContext, SourceItem
 from mmdata import atomic
 from mmdata.config import PipelineConfig, config_hash, validation_problems
-from mmdata.engine import Engine, JobFailure, make_engine
+from mmdata.engine import Engine, JobFailure, in_order, make_engine
 from mmdata.engine.local import LocalEngine
 from mmdata.errors import ConfigError
 from mmdata.quarantine import QuarantineLog
@@ -246,11 +246,8 @@ def _run_jobs(jobs: list[Job], workers: int, on_done: Callable[[JobResult], None
         return result_from_json(res)
 
     done = engine.map(ingest_job, [job_to_json(j) for j in jobs], name="ingest", workers=workers)
-    got: dict[int, JobResult] = {}
-    for k, res in done:
-        got[k] = result(k, res)
-        on_done(got[k])
-    return [got[k] for k in range(len(jobs))]
+    return in_order(((k, result(k, res)) for k, res in done), len(jobs),
+                    lambda _k, res, _n: on_done(res))  # fmt: skip
 
 
 @dataclass

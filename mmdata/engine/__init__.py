@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from mmdata.errors import InputDataError, MmdataError, StageError
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from mmdata.rundir import RunDir
 
 JobFn = Callable[[str], str]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,18 +131,19 @@ class Engine(Protocol):
         ...
 
 
-def in_order(results: Iterator[tuple[int, JobResult]], n: int,
-             on_done: Callable[[int, int], None] | None = None) -> list[JobResult]:  # fmt: skip
-    """Collect ``n`` results by job index; ``on_done(index, finished so far)`` as each lands.
+def in_order(results: Iterable[tuple[int, T]], n: int,
+             on_done: Callable[[int, T, int], None] | None = None) -> list[T]:  # fmt: skip
+    """Collect ``n`` results by job index (so outputs do not depend on completion order);
+    ``on_done(index, result, finished so far)`` as each lands.
 
     >>> in_order(iter([(1, "b"), (0, "a")]), 2)
     ['a', 'b']
     """
-    got: dict[int, JobResult] = {}
+    got: dict[int, T] = {}
     for k, res in results:
         got[k] = res
         if on_done is not None:
-            on_done(k, len(got))
+            on_done(k, res, len(got))
     return [got[k] for k in range(n)]
 
 

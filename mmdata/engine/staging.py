@@ -52,14 +52,16 @@ class Staging:
         """The staging :meth:`to_json` wrote."""
         return cls(**json.loads(text))
 
-    def mirror(self) -> Any:
-        """This node's mirror of the run (``<cache>/<digest>.node``)."""
+    def mirror(self, local: Path | None = None) -> Any:
+        """A mirror of the run at ``local``; by default this node's (``<cache>/<digest>.node``)."""
         from mmdata.config import RunStorageConfig
         from mmdata.rundir_remote import RunMirror, mirror_root
 
         storage = RunStorageConfig(options=self.options, cache_dir=self.cache_dir)
-        base = mirror_root(self.url, storage)
-        return RunMirror(self.url, storage, local=base.with_name(base.name + ".node"))
+        if local is None:
+            base = mirror_root(self.url, storage)
+            local = base.with_name(base.name + ".node")
+        return RunMirror(self.url, storage, local=local)
 
 
 def _walk(value: Any, fn: Callable[[str], str]) -> Any:
@@ -160,11 +162,7 @@ def collect_outputs(staging: Staging, uploaded: list[str]) -> None:
     """On the driver: download a staged job's outputs into the mirror, delete them remotely."""
     if not uploaded:
         return
-    from mmdata.config import RunStorageConfig
-    from mmdata.rundir_remote import RunMirror
-
-    mirror = RunMirror(staging.url, RunStorageConfig(options=staging.options),
-                       local=Path(staging.driver_root))  # fmt: skip
+    mirror = staging.mirror(Path(staging.driver_root))
     for rel in uploaded:
         dest = mirror.local / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -364,7 +364,8 @@ def _run_jobs(jobs: list[str], config: PipelineConfig, ctx: StageContext
     engine = make_engine(config, ctx.run)  # Ray stays up for the next stage
     done = engine.map(scrub_file, jobs, name="scrub", workers=config.scrub.processes,
                       actors=config.scrub.processes)  # fmt: skip
-    results = in_order(done, len(jobs), lambda k, n: ctx.report(f"scrub: {names[k]}", n, len(jobs)))
+    results = in_order(done, len(jobs),
+                       lambda k, _, n: ctx.report(f"scrub: {names[k]}", n, len(jobs)))  # fmt: skip
     return [_failed_file(job, res.check(f"scrub of {names[k]}")) if isinstance(res, JobFailure)
             else json.loads(res) for k, (job, res) in enumerate(zip(jobs, results, strict=True))
             ]  # fmt: skip
